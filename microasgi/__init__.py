@@ -1,0 +1,38 @@
+"""microasgi: a lightweight, fast and correct ASGI web microframework."""
+
+from microasgi.app import App
+from microasgi.background import BackgroundTask, BackgroundTasks
+from microasgi.datastructures import UploadFile
+from microasgi.exceptions import HTTPException, WebSocketException
+from microasgi.requests import Request
+from microasgi.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from microasgi.routing import Router
+from microasgi.websockets import WebSocket, WebSocketDisconnect
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "BackgroundTask",
+    "BackgroundTasks",
+    "HTMLResponse",
+    "HTTPException",
+    "JSONResponse",
+    "PlainTextResponse",
+    "RedirectResponse",
+    "Request",
+    "Response",
+    "Router",
+    "StreamingResponse",
+    "UploadFile",
+    "WebSocket",
+    "WebSocketDisconnect",
+    "WebSocketException",
+]

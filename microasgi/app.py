@@ -1,0 +1,181 @@
+"""App: a router, a middleware stack, lifespan and error handling."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+from microasgi.datastructures import State
+from microasgi.lifespan import Lifespan, serve_lifespan
+from microasgi.middleware.base import Middleware, wrap
+from microasgi.middleware.errors import ExceptionMiddleware
+from microasgi.requests import DEFAULT_MAX_BODY_SIZE
+from microasgi.routing import BaseRoute, Mount, Router
+from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["App"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class App:
+    """A microasgi application.
+
+    `middleware` is a list of `Middleware(cls, **options)`, the first one
+    outermost. `max_body_size` (bytes, None for no limit) bounds request
+    bodies; larger ones are answered with 413. `debug=True` puts tracebacks
+    in 500 responses.
+    """
+
+    #: Tells the router to raise HTTPException for 404/405 so handlers see them.
+    handles_http_exceptions = True
+
+    def __init__(
+        self,
+        debug: bool = False,
+        lifespan: Lifespan | None = None,
+        middleware: Sequence[Middleware] | None = None,
+        max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
+        *,
+        routes: Sequence[BaseRoute] | None = None,
+        exception_handlers: dict[int | type[BaseException], Callable[..., Any]] | None = None,
+        redirect_slashes: bool = True,
+    ) -> None:
+        self.debug = debug
+        self.max_body_size = max_body_size
+        self.router = Router(routes, redirect_slashes=redirect_slashes, lifespan=lifespan)
+        self.user_middleware: list[Middleware] = list(middleware or [])
+        self.exception_handlers: dict[int | type[BaseException], Callable[..., Any]] = dict(
+            exception_handlers or {}
+        )
+        self.state = State()
+        self.lifespan_state: dict[str, Any] | None = None
+        self._stack: ASGIApp | None = None
+        self._guard: ExceptionMiddleware | None = None
+
+    # -- the parts of the router users reach through the app --------------------------
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.router.routes
+
+    @property
+    def lifespan_context(self) -> Any:
+        return self.router.lifespan_context
+
+    @property
+    def background_tasks(self) -> list[Callable[..., Any]]:
+        return self.router.background_tasks
+
+    def route(self, path: str, methods: Collection[str] | None = None, **options: Any) -> Callable[[F], F]:
+        return self.router.route(path, methods, **options)
+
+    def get(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.get(path, **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.post(path, **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.put(path, **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.patch(path, **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.delete(path, **options)
+
+    def head(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.head(path, **options)
+
+    def options(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.options(path, **options)
+
+    def websocket(self, path: str, **options: Any) -> Callable[[F], F]:
+        return self.router.websocket(path, **options)
+
+    def mount(
+        self,
+        path: str,
+        app: ASGIApp,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> Mount:
+        """Serve `app` (an App, a Router or any ASGI app) under `path`."""
+        return self.router.mount(path, app, name=name, middleware=middleware)
+
+    def background_task(self, func: F) -> F:
+        """Decorator: run the coroutine `func(state)` from startup until shutdown.
+
+        It gets the lifespan state; it is cancelled at shutdown before the
+        lifespan exits, and an exception it raises is logged on ``microasgi``.
+        """
+        return self.router.background_task(func)
+
+    def url_path_for(self, name: str, /, **params: Any) -> str:
+        return self.router.url_path_for(name, **params)
+
+    # -- errors and middleware -----------------------------------------------------------
+
+    def exception_handler(self, key: int | type[BaseException]) -> Callable[[F], F]:
+        """Decorator: handle HTTPExceptions with status `key`, or exceptions of class `key`.
+
+        The handler gets `(request, exc)` (or `(websocket, exc)`) and returns
+        what an endpoint may return.
+        """
+
+        def decorator(func: F) -> F:
+            self._check_not_started("add an exception handler")
+            self.exception_handlers[key] = func
+            return func
+
+        return decorator
+
+    def add_middleware(self, cls: Any, /, *args: Any, **options: Any) -> None:
+        """Add a middleware around everything added so far (it becomes the outermost)."""
+        self._check_not_started("add middleware")
+        self.user_middleware.insert(0, Middleware(cls, *args, **options))
+
+    def _check_not_started(self, what: str) -> None:
+        if self._stack is not None:
+            raise RuntimeError(f"cannot {what} after the application has started")
+
+    def build_middleware_stack(self) -> ASGIApp:
+        """User middleware around an inner error layer around the router.
+
+        The outer error layer is `__call__` itself, so that an app without
+        middleware runs its endpoints through a single error layer.
+        """
+        handlers = self.exception_handlers
+        self._guard = ExceptionMiddleware(self.router.dispatch, handlers, self.debug)
+        if not self.user_middleware:
+            return self.router.dispatch
+        inner = ExceptionMiddleware(self.router.dispatch, handlers, self.debug)
+        return wrap(inner, self.user_middleware)
+
+    # -- ASGI ----------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await serve_lifespan(self, scope, receive, send)
+            return
+        scope["app"] = self
+        if "state" not in scope and self.lifespan_state is not None:
+            # The server does not pass lifespan state along: do it ourselves.
+            scope["state"] = dict(self.lifespan_state)
+        stack = self._stack
+        if stack is None:
+            stack = self._stack = self.build_middleware_stack()
+        sent: str | None = None
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal sent
+            sent = message["type"]
+            await send(message)
+
+        try:
+            await stack(scope, receive, tracked_send)
+        except Exception as exc:
+            assert self._guard is not None
+            await self._guard.handle(exc, scope, receive, send, sent)

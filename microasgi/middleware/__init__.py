@@ -1,0 +1,5 @@
+"""Middleware: `Middleware(cls, **options)` and the built-in middleware classes."""
+
+from microasgi.middleware.base import Middleware
+
+__all__ = ["Middleware"]

@@ -1,0 +1,154 @@
+"""The layer that turns exceptions into responses (or WebSocket closes)."""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio.to_thread
+
+from microasgi.endpoints import is_async_callable, to_response
+from microasgi.exceptions import HTTPException, WebSocketException
+from microasgi.requests import ClientDisconnect, Request
+from microasgi.responses import JSONResponse, PlainTextResponse, Response
+from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+from microasgi.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+__all__ = ["ExceptionHandlers", "ExceptionMiddleware"]
+
+logger = logging.getLogger("microasgi")
+
+ExceptionHandlers = Mapping[int | type[BaseException], Callable[..., Any]]
+
+
+def http_exception_response(exc: HTTPException) -> Response:
+    """The default answer to an HTTPException: its detail as text (or JSON if not a str)."""
+    if isinstance(exc.detail, str):
+        return PlainTextResponse(exc.detail, exc.status_code, headers=exc.headers)
+    return JSONResponse(exc.detail, exc.status_code, headers=exc.headers)
+
+
+class ExceptionMiddleware:
+    """Runs the app and answers for what it raises.
+
+    An App puts one of these inside the user middleware (so the 500 for an
+    endpoint error passes back out through them) and one outside (for errors
+    raised by the middleware themselves). Handlers are looked up by status
+    code for HTTPException, then by exception class along the MRO; 500 and
+    Exception handlers also take unexpected errors.
+    """
+
+    def __init__(self, app: ASGIApp, handlers: ExceptionHandlers, debug: bool = False) -> None:
+        self.app = app
+        self.handlers = handlers
+        self.debug = debug
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent: str | None = None
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal sent
+            sent = message["type"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            await self.handle(exc, scope, receive, send, sent)
+
+    async def handle(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, sent: str | None
+    ) -> None:
+        """Answer for `exc`; `sent` is the type of the last message the app sent, if any."""
+        if scope["type"] == "websocket":
+            await self._websocket_error(exc, scope, receive, send, sent)
+        else:
+            await self._http_error(exc, scope, receive, send, sent is not None)
+
+    def _lookup(self, exc: Exception) -> Callable[..., Any] | None:
+        handlers = self.handlers
+        if not handlers:
+            return None
+        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+            return handlers[exc.status_code]
+        for cls in type(exc).__mro__:
+            if cls in handlers:
+                return handlers[cls]
+        if not isinstance(exc, (HTTPException, WebSocketException)):
+            return handlers.get(500)
+        return None
+
+    async def _call_handler(self, handler: Callable[..., Any], connection: Any, exc: Exception) -> Any:
+        if is_async_callable(handler):
+            return await handler(connection, exc)
+        return await anyio.to_thread.run_sync(handler, connection, exc)
+
+    async def _http_error(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool
+    ) -> None:
+        if isinstance(exc, ClientDisconnect):
+            return  # nobody is left to answer
+        if started:
+            logger.error(
+                "Exception after the response started (%s %s)",
+                scope.get("method"),
+                scope.get("path"),
+                exc_info=exc,
+            )
+            return
+        handler = self._lookup(exc)
+        response: Response | None = None
+        if handler is not None:
+            try:
+                result = await self._call_handler(handler, Request(scope, receive, send), exc)
+                response = to_response(result, handler)
+            except Exception as handler_exc:
+                logger.error("Exception handler %r failed", handler, exc_info=handler_exc)
+                exc = handler_exc
+        if response is None:
+            if isinstance(exc, HTTPException):
+                response = http_exception_response(exc)
+            else:
+                logger.error(
+                    "Exception in %s %s", scope.get("method"), scope.get("path"), exc_info=exc
+                )
+                response = self._server_error(exc)
+        await response(scope, receive, send)
+
+    def _server_error(self, exc: Exception) -> Response:
+        if self.debug:
+            text = "".join(traceback.format_exception(exc))
+            return PlainTextResponse(text, 500)
+        return PlainTextResponse("Internal Server Error", 500)
+
+    async def _websocket_error(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, sent: str | None
+    ) -> None:
+        if isinstance(exc, WebSocketDisconnect):
+            return
+        if sent == "websocket.close" or (sent or "").startswith("websocket.http.response"):
+            if not isinstance(exc, WebSocketException):
+                logger.error("Exception in WebSocket %s after close", scope.get("path"), exc_info=exc)
+            return
+        handler = self._lookup(exc)
+        if handler is not None:
+            try:
+                websocket = WebSocket(scope, receive, send)
+                if sent is not None:  # accepted already: the handler may still send or close
+                    websocket.client_state = websocket.application_state = WebSocketState.CONNECTED
+                await self._call_handler(handler, websocket, exc)
+                return
+            except Exception as handler_exc:
+                logger.error("Exception handler %r failed", handler, exc_info=handler_exc)
+                exc = handler_exc
+        if isinstance(exc, WebSocketException):
+            code, reason = exc.code, exc.reason
+        elif isinstance(exc, HTTPException) and sent is None:
+            code, reason = 1008, str(exc.detail)
+        else:
+            logger.error("Exception in WebSocket %s", scope.get("path"), exc_info=exc)
+            code, reason = 1011, ""
+        # Before accept, a close denies the handshake (the server answers 403).
+        await send({"type": "websocket.close", "code": code, "reason": reason})

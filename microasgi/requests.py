@@ -1,0 +1,263 @@
+"""HTTPConnection (what HTTP requests and WebSockets share) and Request."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from http.cookies import _unquote as _cookie_unquote  # type: ignore[attr-defined]
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from microasgi.datastructures import URL, FormData, Headers, QueryParams, State
+from microasgi.exceptions import HTTPException
+from microasgi.types import Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from microasgi.app import App
+
+__all__ = ["ClientDisconnect", "HTTPConnection", "Request", "parse_cookies"]
+
+DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
+#: Scope key a route sets to override the app's body size limit for itself.
+MAX_BODY_SIZE_KEY = "microasgi.max_body_size"
+
+
+class ClientDisconnect(Exception):
+    """The client went away while the request body was being read."""
+
+
+def parse_cookies(header: str) -> dict[str, str]:
+    """Parse a Cookie header the way browsers send it; malformed pairs are skipped."""
+    cookies: dict[str, str] = {}
+    for chunk in header.split(";"):
+        key, sep, value = chunk.partition("=")
+        key = key.strip()
+        if not sep and not key:
+            continue
+        if not sep:  # a bare value, as some clients send: keep it under an empty name
+            key, value = "", key
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] == '"':
+            value = _cookie_unquote(value)
+        cookies[key] = value
+    return cookies
+
+
+async def _no_receive() -> Message:
+    raise RuntimeError("this connection has no receive channel")
+
+
+async def _no_send(message: Message) -> None:
+    raise RuntimeError("this connection has no send channel")
+
+
+class HTTPConnection:
+    """The parts of an HTTP request and a WebSocket that are the same.
+
+    Everything is parsed on first access and kept.
+    """
+
+    # Parsed on first use; class-level defaults keep construction to three assignments.
+    _headers: Headers | None = None
+    _query_params: QueryParams | None = None
+    _cookies: dict[str, str] | None = None
+    _url: URL | None = None
+    _state: State | None = None
+
+    def __init__(self, scope: Scope, receive: Receive = _no_receive, send: Send = _no_send) -> None:
+        self.scope = scope
+        self._receive = receive
+        self._send = send
+
+    def __getitem__(self, key: str) -> Any:
+        return self.scope[key]
+
+    @property
+    def app(self) -> App:
+        app: App = self.scope["app"]
+        return app
+
+    @property
+    def url(self) -> URL:
+        if self._url is None:
+            self._url = URL.from_scope(self.scope)
+        return self._url
+
+    @property
+    def base_url(self) -> URL:
+        """The URL of the outermost app: scheme, host and its root path."""
+        root = self.scope.get("app_root_path", self.scope.get("root_path", ""))
+        return URL(self.url.scheme, self.url.netloc, (root or "") + "/")
+
+    @property
+    def headers(self) -> Headers:
+        if self._headers is None:
+            self._headers = Headers(raw=self.scope.get("headers") or [])
+        return self._headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        if self._query_params is None:
+            self._query_params = QueryParams(self.scope.get("query_string", b""))
+        return self._query_params
+
+    @property
+    def path_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = self.scope.get("path_params", {})
+        return params
+
+    @property
+    def cookies(self) -> dict[str, str]:
+        if self._cookies is None:
+            values = self.headers.getlist("cookie")
+            self._cookies = parse_cookies("; ".join(values)) if values else {}
+        return self._cookies
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        client = self.scope.get("client")
+        return (client[0], client[1]) if client else None
+
+    @property
+    def state(self) -> State:
+        """Per-request state, starting from what the lifespan yielded."""
+        if self._state is None:
+            self._state = State(self.scope.setdefault("state", {}))
+        return self._state
+
+    def url_for(self, name: str, /, **path_params: Any) -> URL:
+        """Absolute URL of the route `name` (``"mount:name"`` inside named mounts)."""
+        router = self.scope.get("router")
+        if router is None:
+            app = self.scope.get("app")
+            router = getattr(app, "router", None)
+            if router is None:
+                raise RuntimeError("url_for needs a request served by a microasgi App or Router")
+        path = router.url_path_for(name, **path_params)
+        base = self.base_url
+        return URL(base.scheme, base.netloc, base.path.rstrip("/") + path)
+
+
+class Request(HTTPConnection):
+    """An HTTP request: the connection plus its method and body."""
+
+    _body: bytes | None = None
+    _json: Any = None
+    _has_json = False
+    _form: FormData | None = None
+    _stream_consumed = False
+    _is_disconnected = False
+    # Body messages received by is_disconnected() before anyone asked for the body.
+    _pending: list[Message] | None = None
+
+    @property
+    def method(self) -> str:
+        method: str = self.scope["method"]
+        return method
+
+    @property
+    def receive(self) -> Receive:
+        return self._receive
+
+    def _max_body_size(self) -> int | None:
+        scope = self.scope
+        if MAX_BODY_SIZE_KEY in scope:
+            limit: int | None = scope[MAX_BODY_SIZE_KEY]
+            return limit
+        return getattr(scope.get("app"), "max_body_size", DEFAULT_MAX_BODY_SIZE)
+
+    async def stream(self) -> AsyncIterator[bytes]:
+        """The body as it arrives, chunk by chunk, within the body size limit.
+
+        Raises HTTPException(413) past the limit and ClientDisconnect if the
+        client goes away before the end.
+        """
+        if self._body is not None:
+            yield self._body
+            return
+        if self._stream_consumed:
+            raise RuntimeError("the request body was already consumed by stream()")
+        self._stream_consumed = True
+        limit = self._max_body_size()
+        if limit is not None:
+            declared = self.headers.get("content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                raise HTTPException(413, f"Request body is larger than {limit} bytes")
+        received = 0
+        pending = self._pending or []
+        while True:
+            message = pending.pop(0) if pending else await self._receive()
+            kind = message["type"]
+            if kind == "http.request":
+                chunk = message.get("body", b"")
+                if chunk:
+                    received += len(chunk)
+                    if limit is not None and received > limit:
+                        raise HTTPException(413, f"Request body is larger than {limit} bytes")
+                    yield chunk
+                if not message.get("more_body", False):
+                    return
+            elif kind == "http.disconnect":
+                self._is_disconnected = True
+                raise ClientDisconnect()
+
+    async def body(self) -> bytes:
+        """The whole body (read once, then kept)."""
+        if self._body is None:
+            chunks = [chunk async for chunk in self.stream()]
+            self._body = b"".join(chunks)
+        return self._body
+
+    async def json(self) -> Any:
+        """The body parsed as JSON; a body that is not JSON answers 400."""
+        if not self._has_json:
+            body = await self.body()
+            try:
+                self._json = json.loads(body)
+            except (ValueError, RecursionError) as exc:
+                # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+                raise HTTPException(400, f"Invalid JSON body: {exc}") from None
+            self._has_json = True
+        return self._json
+
+    async def form(
+        self,
+        *,
+        max_files: int = 1000,
+        max_fields: int = 1000,
+        max_part_size: int = 1024 * 1024,
+    ) -> FormData:
+        """Parse an urlencoded or multipart body; malformed input answers 400.
+
+        Files are spooled to temporary files; `max_part_size` bounds a non-file
+        field, the app's body size limit bounds the whole upload.
+        """
+        if self._form is None:
+            from microasgi.forms import parse_form
+
+            self._form = await parse_form(
+                self, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+            )
+        return self._form
+
+    async def close(self) -> None:
+        if self._form is not None:
+            await self._form.close()
+
+    async def is_disconnected(self) -> bool:
+        """True once the client has gone away; never blocks and never loses body data."""
+        if not self._is_disconnected:
+            message: Message = {}
+            with anyio.CancelScope() as scope:
+                scope.cancel()
+                message = await self._receive()
+            kind = message.get("type")
+            if kind == "http.disconnect":
+                self._is_disconnected = True
+            elif kind == "http.request":
+                if self._pending is None:
+                    self._pending = []
+                self._pending.append(message)
+        return self._is_disconnected
+

@@ -1,0 +1,348 @@
+"""Responses: each one an ASGI app that sends itself."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from datetime import datetime
+from email.utils import format_datetime
+from http.cookies import SimpleCookie
+from typing import Any, Literal
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+
+from microasgi.background import BackgroundTask
+from microasgi.datastructures import MutableHeaders, _check_header
+from microasgi.types import Receive, Scope, Send
+
+__all__ = [
+    "HTMLResponse",
+    "JSONResponse",
+    "PlainTextResponse",
+    "RedirectResponse",
+    "Response",
+    "StreamingResponse",
+]
+
+_json_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+try:
+    from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
+
+    # The C encoder built once: JSONEncoder.encode builds a new one on every call,
+    # which costs more than the encoding of a small object. Without the circular
+    # check a self-containing object ends in RecursionError instead of ValueError.
+    _c_encoder = c_make_encoder(
+        None, _json_encoder.default, c_encode_basestring, None, ":", ",", False, False, False
+    )
+
+    def encode_json(content: Any) -> bytes:
+        """Compact UTF-8 JSON; NaN and infinities are refused (ValueError)."""
+        if isinstance(content, str):
+            return _json_encoder.encode(content).encode("utf-8")
+        return "".join(_c_encoder(content, 0)).encode("utf-8")
+
+except ImportError:  # pragma: no cover - Python built without the C accelerator
+
+    def encode_json(content: Any) -> bytes:
+        """Compact UTF-8 JSON; NaN and infinities are refused (ValueError)."""
+        return _json_encoder.encode(content).encode("utf-8")
+
+
+
+def _has_no_body(status_code: int) -> bool:
+    return status_code < 200 or status_code in (204, 304)
+
+
+class Response:
+    """Bytes or text with a status and headers.
+
+    `content` may be bytes, str (encoded with `charset`) or None. Text media
+    types get ``; charset=utf-8`` unless they name one.
+    """
+
+    media_type: str | None = None
+    charset = "utf-8"
+
+    def __init__(
+        self,
+        content: Any = b"",
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.background = background
+        self.body = b"" if _has_no_body(status_code) else self.render(content)
+        self.raw_headers = self._init_headers(headers, len(self.body))
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, bytes):
+            return content
+        if isinstance(content, str):
+            return content.encode(self.charset)
+        if content is None:
+            return b""
+        if isinstance(content, (bytearray, memoryview)):
+            return bytes(content)
+        raise TypeError(f"{type(self).__name__} content must be bytes or str, not {type(content).__name__}")
+
+    def _init_headers(
+        self, headers: Mapping[str, str] | None, content_length: int | None
+    ) -> list[tuple[bytes, bytes]]:
+        if not headers and self.status_code >= 200 and self.status_code not in (204, 304):
+            # The common case: nothing but the two headers we add ourselves.
+            media_type = self.media_type
+            if content_length is None:
+                raw = []
+            else:
+                raw = [(b"content-length", str(content_length).encode())]
+            if media_type is not None:
+                if media_type.startswith("text/") and "charset=" not in media_type:
+                    media_type = f"{media_type}; charset={self.charset}"
+                raw.append((b"content-type", media_type.encode("latin-1")))
+            return raw
+        raw = []
+        names: set[bytes] = set()
+        if headers:
+            for key, value in headers.items():
+                name = key.lower().encode("latin-1")
+                _check_header(name, value)
+                raw.append((name, value.encode("latin-1")))
+                names.add(name)
+        if _has_no_body(self.status_code):
+            return raw
+        if content_length is not None and b"content-length" not in names:
+            raw.append((b"content-length", str(content_length).encode()))
+        media_type = self.media_type
+        if media_type is not None and b"content-type" not in names:
+            if media_type.startswith("text/") and "charset=" not in media_type:
+                media_type = f"{media_type}; charset={self.charset}"
+            raw.append((b"content-type", media_type.encode("latin-1")))
+        return raw
+
+    @property
+    def headers(self) -> MutableHeaders:
+        """The response headers, editable (writes go to `raw_headers`)."""
+        return MutableHeaders(raw=self.raw_headers)
+
+    def set_cookie(
+        self,
+        key: str,
+        value: str = "",
+        max_age: int | None = None,
+        expires: datetime | str | int | None = None,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Add a Set-Cookie header. `expires` takes a datetime, an HTTP date or seconds."""
+        cookie: SimpleCookie = SimpleCookie()
+        cookie[key] = value  # raises http.cookies.CookieError for an illegal name
+        morsel = cookie[key]
+        if max_age is not None:
+            morsel["max-age"] = max_age
+        if expires is not None:
+            if isinstance(expires, datetime):
+                morsel["expires"] = format_datetime(expires, usegmt=True)
+            else:
+                morsel["expires"] = expires
+        if path is not None:
+            morsel["path"] = path
+        if domain is not None:
+            morsel["domain"] = domain
+        if secure:
+            morsel["secure"] = True
+        if httponly:
+            morsel["httponly"] = True
+        if samesite is not None:
+            if samesite.lower() not in ("lax", "strict", "none"):
+                raise ValueError("samesite must be 'lax', 'strict' or 'none'")
+            morsel["samesite"] = samesite
+        text = morsel.OutputString()
+        _check_header(b"set-cookie", text)
+        self.raw_headers.append((b"set-cookie", text.encode("latin-1")))
+
+    def delete_cookie(
+        self,
+        key: str,
+        path: str | None = "/",
+        domain: str | None = None,
+        secure: bool = False,
+        httponly: bool = False,
+        samesite: Literal["lax", "strict", "none"] | None = "lax",
+    ) -> None:
+        """Tell the client to drop a cookie (same path and domain as when it was set)."""
+        self.set_cookie(
+            key,
+            max_age=0,
+            expires="Thu, 01 Jan 1970 00:00:00 GMT",
+            path=path,
+            domain=domain,
+            secure=secure,
+            httponly=httponly,
+            samesite=samesite,
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        body = b"" if scope.get("method") == "HEAD" else self.body
+        await send({"type": "http.response.body", "body": body})
+        if self.background is not None:
+            await self.background()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.status_code}>"
+
+
+class HTMLResponse(Response):
+    media_type = "text/html"
+
+
+class PlainTextResponse(Response):
+    media_type = "text/plain"
+
+
+class JSONResponse(Response):
+    """`content` serialised as compact UTF-8 JSON (NaN and infinities are refused)."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode_json(content)
+
+
+_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
+async def send_json(content: Any, scope: Scope, send: Send) -> None:
+    """Send `content` as a 200 JSON response: what JSONResponse(content) would send.
+
+    The endpoint fast path for a returned dict or list, without building a
+    Response object for it.
+    """
+    body = encode_json(content)
+    headers = [(b"content-length", str(len(body)).encode()), _JSON_CONTENT_TYPE]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+
+
+class RedirectResponse(Response):
+    """Redirect to `url` (307 keeps the method and body; use 303 after a form post)."""
+
+    def __init__(
+        self,
+        url: Any,
+        status_code: int = 307,
+        headers: Mapping[str, str] | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        super().__init__(b"", status_code=status_code, headers=headers, background=background)
+        location = quote(str(url), safe=":/%#?=@[]!$&'()*+,;~")
+        self.headers["location"] = location
+
+
+ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
+
+
+class StreamingResponse(Response):
+    """A body sent chunk by chunk as an (async or sync) iterable produces it.
+
+    Sync iterables are advanced in a worker thread. When the client goes away
+    the iteration stops and the iterator is closed (`aclose()` / `close()`),
+    so `finally:` blocks in generators run; background tasks then do not run.
+    """
+
+    def __init__(
+        self,
+        content: ContentStream,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.background = background
+        self.body = b""
+        self.body_iterator = content
+        self.raw_headers = self._init_headers(headers, None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        iterator = _aiter_chunks(self.body_iterator)
+        completed = False
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                return
+            async with anyio.create_task_group() as tg:
+
+                async def watch_disconnect() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    tg.cancel_scope.cancel()
+
+                tg.start_soon(watch_disconnect)
+                charset = self.charset
+                async for chunk in iterator:
+                    if isinstance(chunk, str):
+                        chunk = chunk.encode(charset)
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+                completed = True
+                tg.cancel_scope.cancel()
+        except OSError:
+            # ASGI 2.4 servers raise an OSError from send() once the client is gone.
+            pass
+        finally:
+            with anyio.CancelScope(shield=True):
+                await iterator.aclose()
+        if completed and self.background is not None:
+            await self.background()
+
+
+_STOP = object()
+
+
+def _next_or_stop(iterator: Iterator[Any]) -> Any:
+    return next(iterator, _STOP)
+
+
+async def _aiter_chunks(content: ContentStream) -> AsyncIterator[str | bytes]:
+    """One async generator over either kind of iterable, closing the source when closed."""
+    if isinstance(content, AsyncIterable):
+        source = content.__aiter__()
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+    else:
+        sync_iter = iter(content)
+        try:
+            while (chunk := await anyio.to_thread.run_sync(_next_or_stop, sync_iter)) is not _STOP:
+                yield chunk
+        finally:
+            close = getattr(sync_iter, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close)

@@ -1,0 +1,187 @@
+"""WebSocket: friendly calls over the raw websocket.* events, with a state machine."""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+from microasgi.requests import HTTPConnection
+from microasgi.types import Message, Receive, Scope, Send
+
+__all__ = ["WebSocket", "WebSocketDisconnect", "WebSocketState"]
+
+
+class WebSocketState(enum.Enum):
+    CONNECTING = 0
+    CONNECTED = 1
+    CLOSED = 2
+    RESPONSE = 3
+
+
+class WebSocketDisconnect(Exception):
+    """The connection is over: the client left (or the app closed it)."""
+
+    def __init__(self, code: int = 1000, reason: str | None = None) -> None:
+        super().__init__(code, reason)
+        self.code = code
+        self.reason = reason or ""
+
+    def __str__(self) -> str:
+        return f"WebSocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
+
+
+class WebSocket(HTTPConnection):
+    """One WebSocket connection.
+
+    `client_state` follows what the client did (connect, disconnect),
+    `application_state` what the app did (accept, close). Calls that make no
+    sense in the current state raise RuntimeError saying why.
+    """
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            raise ValueError("WebSocket needs a websocket scope")
+        super().__init__(scope, receive, send)
+        self.client_state = WebSocketState.CONNECTING
+        self.application_state = WebSocketState.CONNECTING
+
+    async def receive(self) -> Message:
+        """The next raw event from the client."""
+        if self.client_state is WebSocketState.CLOSED:
+            raise RuntimeError("cannot receive: the client has already disconnected")
+        if self.application_state is WebSocketState.CLOSED:
+            raise RuntimeError("cannot receive: the application has closed the connection")
+        message = await self._receive()
+        kind = message["type"]
+        if self.client_state is WebSocketState.CONNECTING:
+            if kind != "websocket.connect":
+                raise RuntimeError(f'expected "websocket.connect", got {kind!r}')
+            self.client_state = WebSocketState.CONNECTED
+        elif kind == "websocket.disconnect":
+            self.client_state = WebSocketState.CLOSED
+        elif kind != "websocket.receive":
+            raise RuntimeError(f'expected "websocket.receive" or "websocket.disconnect", got {kind!r}')
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Send a raw event, checked against the connection state."""
+        kind = message["type"]
+        state = self.application_state
+        if state is WebSocketState.CONNECTING:
+            if kind == "websocket.accept":
+                self.application_state = WebSocketState.CONNECTED
+            elif kind == "websocket.close":
+                self.application_state = WebSocketState.CLOSED
+            elif kind == "websocket.http.response.start":
+                self.application_state = WebSocketState.RESPONSE
+            else:
+                raise RuntimeError(f"cannot send {kind!r} before the connection is accepted")
+        elif state is WebSocketState.CONNECTED:
+            if kind == "websocket.close":
+                self.application_state = WebSocketState.CLOSED
+            elif kind != "websocket.send":
+                raise RuntimeError(f"cannot send {kind!r} on an open connection")
+        elif state is WebSocketState.RESPONSE:
+            if kind != "websocket.http.response.body":
+                raise RuntimeError(f"cannot send {kind!r} while sending a denial response")
+            if not message.get("more_body", False):
+                self.application_state = WebSocketState.CLOSED
+        else:
+            raise RuntimeError(f"cannot send {kind!r}: the connection is closed")
+        await self._send(message)
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Accept the handshake, optionally choosing a subprotocol and adding headers."""
+        if self.client_state is WebSocketState.CONNECTING:
+            await self.receive()  # the websocket.connect event
+        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            message["headers"] = [
+                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
+            ]
+        await self.send(message)
+
+    async def _receive_data(self) -> Message:
+        if self.application_state is not WebSocketState.CONNECTED:
+            raise RuntimeError('WebSocket is not connected: call "accept()" first')
+        message = await self.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
+        return message
+
+    async def receive_text(self) -> str:
+        """The next text message; a binary one raises TypeError."""
+        message = await self._receive_data()
+        text = message.get("text")
+        if text is None:
+            raise TypeError("expected a text message, received a binary one")
+        result: str = text
+        return result
+
+    async def receive_bytes(self) -> bytes:
+        """The next binary message; a text one raises TypeError."""
+        message = await self._receive_data()
+        data = message.get("bytes")
+        if data is None:
+            raise TypeError("expected a binary message, received a text one")
+        result: bytes = data
+        return result
+
+    async def receive_json(self, mode: str = "text") -> Any:
+        """The next message parsed as JSON; ValueError if it is not JSON."""
+        if mode not in ("text", "binary"):
+            raise ValueError('mode must be "text" or "binary"')
+        data: str | bytes = await (self.receive_text() if mode == "text" else self.receive_bytes())
+        return json.loads(data)
+
+    async def iter_text(self) -> AsyncIterator[str]:
+        """Text messages until the client disconnects."""
+        try:
+            while True:
+                yield await self.receive_text()
+        except WebSocketDisconnect:
+            pass
+
+    async def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Binary messages until the client disconnects."""
+        try:
+            while True:
+                yield await self.receive_bytes()
+        except WebSocketDisconnect:
+            pass
+
+    async def iter_json(self) -> AsyncIterator[Any]:
+        """JSON messages until the client disconnects."""
+        try:
+            while True:
+                yield await self.receive_json()
+        except WebSocketDisconnect:
+            pass
+
+    async def send_text(self, data: str) -> None:
+        await self.send({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.send({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, data: Any, mode: str = "text") -> None:
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        if mode == "text":
+            await self.send_text(text)
+        elif mode == "binary":
+            await self.send_bytes(text.encode("utf-8"))
+        else:
+            raise ValueError('mode must be "text" or "binary"')
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the connection (before accept(): deny the handshake, HTTP 403).
+
+        Closing a connection that is already closed does nothing.
+        """
+        if self.application_state is WebSocketState.CLOSED:
+            return
+        await self.send({"type": "websocket.close", "code": code, "reason": reason})
