@@ -67,7 +67,9 @@ class App:
     def background_tasks(self) -> list[Callable[..., Any]]:
         return self.router.background_tasks
 
-    def route(self, path: str, methods: Collection[str] | None = None, **options: Any) -> Callable[[F], F]:
+    def route(
+        self, path: str, methods: Collection[str] | None = None, **options: Any
+    ) -> Callable[[F], F]:
         return self.router.route(path, methods, **options)
 
     def get(self, path: str, **options: Any) -> Callable[[F], F]:

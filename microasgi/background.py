@@ -50,4 +50,6 @@ class BackgroundTasks(BackgroundTask):
             try:
                 await task()
             except Exception:
-                logger.exception("Background task %r failed", getattr(task.func, "__qualname__", task.func))
+                logger.exception(
+                    "Background task %r failed", getattr(task.func, "__qualname__", task.func)
+                )

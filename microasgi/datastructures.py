@@ -30,7 +30,12 @@ class URL:
     __slots__ = ("fragment", "netloc", "path", "query", "scheme")
 
     def __init__(
-        self, scheme: str = "", netloc: str = "", path: str = "", query: str = "", fragment: str = ""
+        self,
+        scheme: str = "",
+        netloc: str = "",
+        path: str = "",
+        query: str = "",
+        fragment: str = "",
     ) -> None:
         self.scheme = scheme
         self.netloc = netloc
@@ -85,7 +90,9 @@ class URL:
         return URL(**values)
 
     def include_query_params(self, **params: Any) -> URL:
-        items = [(k, v) for k, v in parse_qsl(self.query, keep_blank_values=True) if k not in params]
+        items = [
+            (k, v) for k, v in parse_qsl(self.query, keep_blank_values=True) if k not in params
+        ]
         items.extend((k, str(v)) for k, v in params.items())
         return self.replace(query=urlencode(items))
 
@@ -363,4 +370,3 @@ class FormData(ImmutableMultiDict):
         for _, value in self._list:
             if isinstance(value, UploadFile):
                 await value.close()
-

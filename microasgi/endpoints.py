@@ -76,7 +76,8 @@ class Endpoint:
                 if not issubclass(connection_class, annotation):
                     raise TypeError(
                         f"{describe(func)}: parameter {param.name!r} is annotated "
-                        f"{annotation.__name__}, but this route passes a {connection_class.__name__}"
+                        f"{annotation.__name__}, but this route passes a "
+                        f"{connection_class.__name__}"
                     )
                 is_connection = True
             else:
@@ -88,7 +89,9 @@ class Endpoint:
                 self.background_name = param.name
             elif param.name in path_params:
                 if param.kind is param.POSITIONAL_ONLY:
-                    raise TypeError(f"{describe(func)}: path parameter {param.name!r} cannot be positional-only")
+                    raise TypeError(
+                        f"{describe(func)}: path parameter {param.name!r} cannot be positional-only"
+                    )
                 names.append(param.name)
             elif param.default is param.empty:
                 raise TypeError(
@@ -96,7 +99,9 @@ class Endpoint:
                     f"{path!r} nor the connection, and has no default"
                 )
             if is_connection and param.kind is param.POSITIONAL_ONLY and index != 0:
-                raise TypeError(f"{describe(func)}: a positional-only connection parameter must be first")
+                raise TypeError(
+                    f"{describe(func)}: a positional-only connection parameter must be first"
+                )
         if takes_all:
             names = list(path_params)
         self.param_names = tuple(names)

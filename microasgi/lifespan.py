@@ -29,12 +29,16 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 class LifespanOwner(Protocol):
     """An App or Router: it has a lifespan, background tasks and routes."""
 
-    lifespan_context: Any
-    background_tasks: list[Callable[..., Any]]
     lifespan_state: dict[str, Any] | None
 
     @property
-    def routes(self) -> list[Any]: ...
+    def lifespan_context(self) -> Any: ...
+
+    @property
+    def background_tasks(self) -> list[Callable[..., Any]]: ...
+
+    @property
+    def routes(self) -> Any: ...
 
 
 def _participants(root: LifespanOwner) -> list[LifespanOwner]:
@@ -140,4 +144,3 @@ async def serve_lifespan(owner: LifespanOwner, scope: Scope, receive: Receive, s
         for participant in owners:
             participant.lifespan_state = None
     await send({"type": "lifespan.shutdown.complete"})
-

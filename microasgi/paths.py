@@ -80,9 +80,15 @@ class PathTemplate:
                     raise ValueError(f"duplicate parameter {name!r} in {path!r}")
                 convertor = CONVERTORS[kind]
                 if convertor.matches_rest and (
-                    index != len(raw_segments) - 1 or len(found) != 1 or m.group(0) != segment or prefix
+                    index != len(raw_segments) - 1
+                    or len(found) != 1
+                    or m.group(0) != segment
+                    or prefix
                 ):
-                    raise ValueError(f"a {{{name}:{kind}}} parameter must be the whole last segment of a route path")
+                    raise ValueError(
+                        f"a {{{name}:{kind}}} parameter must be the whole last segment "
+                        "of a route path"
+                    )
                 self.param_convertors[name] = convertor
             if not found:
                 if "{" in segment or "}" in segment:
@@ -226,7 +232,9 @@ def search(
                     if (value := child.by_method.get(method)) is not None:
                         return value, n
                     allowed.extend(leaf.methods for leaf in child.leaves)
-                elif (found := search(child, segments, i + 1, n, params, method, allowed)) is not None:
+                elif (
+                    found := search(child, segments, i + 1, n, params, method, allowed)
+                ) is not None:
                     return found
                 del params[name]
             else:
@@ -238,7 +246,9 @@ def search(
                     if (value := child.by_method.get(method)) is not None:
                         return value, n
                     allowed.extend(leaf.methods for leaf in child.leaves)
-                elif (found := search(child, segments, i + 1, n, params, method, allowed)) is not None:
+                elif (
+                    found := search(child, segments, i + 1, n, params, method, allowed)
+                ) is not None:
                     return found
                 for key in values:
                     del params[key]

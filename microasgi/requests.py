@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from http.cookies import _unquote as _cookie_unquote  # type: ignore[attr-defined]
+from http.cookies import _unquote as _cookie_unquote
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -260,4 +260,3 @@ class Request(HTTPConnection):
                     self._pending = []
                 self._pending.append(message)
         return self._is_disconnected
-

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
 from datetime import datetime
 from email.utils import format_datetime
 from http.cookies import SimpleCookie
@@ -50,7 +50,6 @@ except ImportError:  # pragma: no cover - Python built without the C accelerator
         return _json_encoder.encode(content).encode("utf-8")
 
 
-
 def _has_no_body(status_code: int) -> bool:
     return status_code < 200 or status_code in (204, 304)
 
@@ -89,7 +88,9 @@ class Response:
             return b""
         if isinstance(content, (bytearray, memoryview)):
             return bytes(content)
-        raise TypeError(f"{type(self).__name__} content must be bytes or str, not {type(content).__name__}")
+        raise TypeError(
+            f"{type(self).__name__} content must be bytes or str, not {type(content).__name__}"
+        )
 
     def _init_headers(
         self, headers: Mapping[str, str] | None, content_length: int | None
@@ -324,7 +325,7 @@ def _next_or_stop(iterator: Iterator[Any]) -> Any:
     return next(iterator, _STOP)
 
 
-async def _aiter_chunks(content: ContentStream) -> AsyncIterator[str | bytes]:
+async def _aiter_chunks(content: ContentStream) -> AsyncGenerator[str | bytes, None]:
     """One async generator over either kind of iterable, closing the source when closed."""
     if isinstance(content, AsyncIterable):
         source = content.__aiter__()

@@ -223,6 +223,7 @@ class Router:
         self.routes: list[BaseRoute] = []
         self.redirect_slashes = redirect_slashes
         self.lifespan_context = lifespan
+        self.lifespan_state: dict[str, Any] | None = None
         self.background_tasks: list[Callable[..., Any]] = []
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
         # Fully static paths, looked up in one dict: path -> method -> first route.
@@ -250,7 +251,9 @@ class Router:
         self.add(route)
         return route
 
-    def add_websocket_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> WebSocketRoute:
+    def add_websocket_route(
+        self, path: str, endpoint: Callable[..., Any], **options: Any
+    ) -> WebSocketRoute:
         route = WebSocketRoute(path, endpoint, **options)
         self.add(route)
         return route
@@ -268,7 +271,9 @@ class Router:
         self.add(route)
         return route
 
-    def route(self, path: str, methods: Collection[str] | None = None, **options: Any) -> Callable[[F], F]:
+    def route(
+        self, path: str, methods: Collection[str] | None = None, **options: Any
+    ) -> Callable[[F], F]:
         """Decorator: an endpoint for `methods` (GET by default) at `path`."""
 
         def decorator(func: F) -> F:
@@ -395,7 +400,9 @@ class Router:
             allow = ", ".join(sorted(http_methods))
             exc = HTTPException(405, headers={"Allow": allow})
         elif every:
-            exc = HTTPException(426, "This endpoint only speaks WebSocket", headers={"Upgrade": "websocket"})
+            exc = HTTPException(
+                426, "This endpoint only speaks WebSocket", headers={"Upgrade": "websocket"}
+            )
         else:
             exc = HTTPException(404)
         await self._error(scope, receive, send, exc)
@@ -406,4 +413,3 @@ class Router:
             raise exc
         response = PlainTextResponse(str(exc.detail), exc.status_code, headers=exc.headers)
         await response(scope, receive, send)
-

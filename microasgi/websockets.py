@@ -29,7 +29,9 @@ class WebSocketDisconnect(Exception):
         self.reason = reason or ""
 
     def __str__(self) -> str:
-        return f"WebSocket closed with code {self.code}" + (f": {self.reason}" if self.reason else "")
+        return f"WebSocket closed with code {self.code}" + (
+            f": {self.reason}" if self.reason else ""
+        )
 
 
 class WebSocket(HTTPConnection):
@@ -62,7 +64,9 @@ class WebSocket(HTTPConnection):
         elif kind == "websocket.disconnect":
             self.client_state = WebSocketState.CLOSED
         elif kind != "websocket.receive":
-            raise RuntimeError(f'expected "websocket.receive" or "websocket.disconnect", got {kind!r}')
+            raise RuntimeError(
+                f'expected "websocket.receive" or "websocket.disconnect", got {kind!r}'
+            )
         return message
 
     async def send(self, message: Message) -> None:

@@ -80,7 +80,9 @@ class ExceptionMiddleware:
             return handlers.get(500)
         return None
 
-    async def _call_handler(self, handler: Callable[..., Any], connection: Any, exc: Exception) -> Any:
+    async def _call_handler(
+        self, handler: Callable[..., Any], connection: Any, exc: Exception
+    ) -> Any:
         if is_async_callable(handler):
             return await handler(connection, exc)
         return await anyio.to_thread.run_sync(handler, connection, exc)
@@ -130,7 +132,9 @@ class ExceptionMiddleware:
             return
         if sent == "websocket.close" or (sent or "").startswith("websocket.http.response"):
             if not isinstance(exc, WebSocketException):
-                logger.error("Exception in WebSocket %s after close", scope.get("path"), exc_info=exc)
+                logger.error(
+                    "Exception in WebSocket %s after close", scope.get("path"), exc_info=exc
+                )
             return
         handler = self._lookup(exc)
         if handler is not None:
