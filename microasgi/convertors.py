@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import re
 import uuid
+from decimal import Decimal
 from typing import Any, ClassVar
 
 __all__ = [
@@ -89,7 +91,8 @@ class FloatConvertor(Convertor):
         number = float(value)
         if number < 0 or not math.isfinite(number):
             raise ValueError("only finite non-negative floats are supported in paths")
-        return repr(number)
+        # Positional notation (no exponent), the only form `convert` accepts.
+        return format(Decimal(repr(number)), "f")
 
 
 class UUIDConvertor(Convertor):
@@ -98,13 +101,16 @@ class UUIDConvertor(Convertor):
     regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
     def convert(self, value: str) -> uuid.UUID:
-        if len(value) != 36 or not value[8] == value[13] == value[18] == value[23] == "-":
+        # uuid.UUID() alone also takes braces, "urn:uuid:", "+", "_" and spaces.
+        if not _UUID.fullmatch(value):
             raise ValueError(value)
         return uuid.UUID(value)
 
     def to_string(self, value: Any) -> str:
         return str(value)
 
+
+_UUID = re.compile(UUIDConvertor.regex)
 
 CONVERTORS: dict[str, Convertor] = {
     "str": StringConvertor(),

@@ -66,7 +66,7 @@ class URL:
                 netloc = host if port in (None, default) else f"{host}:{port}"
             else:
                 netloc = "localhost"
-        return cls(scheme, netloc, quote(path, safe="/:@!$&'()*+,;=-._~%"), query)
+        return cls(scheme, netloc, quote(path, safe="/:@!$&'()*+,;=-._~"), query)
 
     @property
     def hostname(self) -> str:

@@ -46,7 +46,15 @@ class Endpoint:
     have a default. Mistakes are reported when the route is added.
     """
 
-    __slots__ = ("background_name", "connection_name", "func", "is_async", "mode", "param_names")
+    __slots__ = (
+        "background_name",
+        "connection_name",
+        "func",
+        "is_async",
+        "mode",
+        "param_count",
+        "param_names",
+    )
 
     def __init__(
         self,
@@ -105,6 +113,9 @@ class Endpoint:
         if takes_all:
             names = list(path_params)
         self.param_names = tuple(names)
+        # The fast modes pass the path parameters on as they are, which is right
+        # only when there are exactly the route's own (no mount's among them).
+        self.param_count = len(path_params)
         every_param = set(names) == set(path_params)
         # The usual shapes get a call without building a new dict.
         if self.background_name is None and every_param:
@@ -121,7 +132,7 @@ class Endpoint:
         self, connection: HTTPConnection, params: dict[str, Any]
     ) -> tuple[Any, BackgroundTasks | None]:
         """Call the endpoint; returns its result and the injected background tasks."""
-        mode = self.mode
+        mode = self.mode if len(params) == self.param_count else 0
         background = None
         if mode == 2:
             args: tuple[Any, ...] = (connection,)

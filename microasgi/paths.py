@@ -112,16 +112,21 @@ class PathTemplate:
         return _PARAM.sub(replace, self.path)
 
 
+_ONE, _MIXED, _REST = 0, 1, 2
+
+
 class _Node(Generic[T]):
-    __slots__ = ("by_method", "forks", "leaves", "mounts", "params", "rest", "static")
+    __slots__ = ("by_method", "forks", "leaves", "mounts", "params", "static")
 
     def __init__(self) -> None:
         self.static: dict[str, _Node[T]] = {}
         # The first route ending here for each method: one dict lookup at the leaf.
         self.by_method: dict[str, T] = {}
-        # (name, convertor, child) for `{name:conv}`, (None, pattern, child) for mixed segments.
-        self.params: list[tuple[str | None, Any, _Node[T]]] = []
-        self.rest: list[tuple[str, Convertor, T]] = []
+        # Parameter children in registration order, as (kind, name, matcher, target):
+        # _ONE: `{name:conv}`, matcher the convertor's bound convert, target a node;
+        # _MIXED: a segment like `{name}.{ext}`, matcher a _Pattern, target a node;
+        # _REST: `{name:path}`, matcher the bound convert, target the route itself.
+        self.params: list[tuple[int, str, Any, Any]] = []
         self.leaves: list[T] = []
         self.mounts: list[T] = []
         # Whether anything but a static child could match below this node; if not,
@@ -145,21 +150,20 @@ class SegmentTrie(Generic[T]):
                 continue
             node.forks = True
             if isinstance(segment, tuple) and segment[1].matches_rest and index == last:
-                node.rest.append((segment[0], segment[1], value))
+                node.params.append((_REST, segment[0], segment[1].convert, value))
                 return
-            key = segment if isinstance(segment, tuple) else (None, segment.key)
-            for name, matcher, child in node.params:
-                existing = (name, matcher.__self__) if name is not None else (None, matcher.key)
-                if existing == key:
-                    node = child
+            if isinstance(segment, tuple):
+                name, convert, kind = segment[0], segment[1].convert, _ONE
+            else:
+                name, convert, kind = segment.key, segment, _MIXED
+            for entry in node.params:
+                # The bound convert method is stored: one attribute lookup less per request.
+                if entry[0] == kind and entry[1] == name and entry[2] == convert:
+                    node = entry[3]
                     break
             else:
-                child = _Node()
-                if isinstance(segment, tuple):
-                    # The bound convert method is stored: one attribute lookup less per request.
-                    node.params.append((segment[0], segment[1].convert, child))
-                else:
-                    node.params.append((None, segment, child))
+                child: _Node[T] = _Node()
+                node.params.append((kind, name, convert, child))
                 node = child
         if prefix:
             node.mounts.append(value)
@@ -221,46 +225,43 @@ def search(
             allowed.extend(leaf.methods for leaf in child.leaves)
         elif (found := search(child, segments, i + 1, n, params, method, allowed)) is not None:
             return found
-    if segment:
-        for name, matcher, child in node.params:
-            if name is not None:
-                try:
-                    params[name] = matcher(segment)
-                except ValueError:
-                    continue
-                if last:
-                    if (value := child.by_method.get(method)) is not None:
-                        return value, n
-                    allowed.extend(leaf.methods for leaf in child.leaves)
-                elif (
-                    found := search(child, segments, i + 1, n, params, method, allowed)
-                ) is not None:
-                    return found
-                del params[name]
-            else:
-                values = matcher.match(segment)
-                if values is None:
-                    continue
-                params.update(values)
-                if last:
-                    if (value := child.by_method.get(method)) is not None:
-                        return value, n
-                    allowed.extend(leaf.methods for leaf in child.leaves)
-                elif (
-                    found := search(child, segments, i + 1, n, params, method, allowed)
-                ) is not None:
-                    return found
-                for key in values:
-                    del params[key]
-    for name, convertor, value in node.rest:
-        if method not in value.methods:
-            allowed.append(value.methods)
-            continue
-        try:
-            params[name] = convertor.convert("/".join(segments[i:]))
-        except ValueError:
-            continue
-        return value, n
+    for kind, name, matcher, target in node.params:
+        if kind == _ONE:
+            if not segment:
+                continue
+            try:
+                params[name] = matcher(segment)
+            except ValueError:
+                continue
+            if last:
+                if (value := target.by_method.get(method)) is not None:
+                    return value, n
+                allowed.extend(leaf.methods for leaf in target.leaves)
+            elif (found := search(target, segments, i + 1, n, params, method, allowed)) is not None:
+                return found
+            del params[name]
+        elif kind == _MIXED:
+            values = matcher.match(segment)
+            if values is None:
+                continue
+            params.update(values)
+            if last:
+                if (value := target.by_method.get(method)) is not None:
+                    return value, n
+                allowed.extend(leaf.methods for leaf in target.leaves)
+            elif (found := search(target, segments, i + 1, n, params, method, allowed)) is not None:
+                return found
+            for key in values:
+                del params[key]
+        else:
+            if method not in target.methods:
+                allowed.append(target.methods)
+                continue
+            try:
+                params[name] = matcher("/".join(segments[i:]))
+            except ValueError:
+                continue
+            return target, n
     if node.mounts:
         return node.mounts[0], i
     return None

@@ -75,19 +75,19 @@ class Route(BaseRoute):
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         call = self._call
-        mode = call.mode
-        if mode and call.is_async:
+        params = scope["path_params"]
+        if call.mode and call.is_async and len(params) == call.param_count:
             # The usual shapes, called here without one more coroutine layer.
-            if mode == 2:
-                result = await call.func(Request(scope, receive, send), **scope["path_params"])
+            if call.mode == 2:
+                result = await call.func(Request(scope, receive, send), **params)
             else:
-                result = await call.func(**scope["path_params"])
+                result = await call.func(**params)
             if type(result) is dict or type(result) is list:
                 await send_json(result, scope, send)
                 return
             background = None
         else:
-            result, background = await call(Request(scope, receive, send), scope["path_params"])
+            result, background = await call(Request(scope, receive, send), params)
         response = to_response(result, self.endpoint)
         if background is not None and background.tasks:
             if response.background is not None:
@@ -165,9 +165,10 @@ class Mount(BaseRoute):
     ) -> None:
         child = dict(scope)
         root_path = scope.get("root_path", "")
+        # Remember the outermost router and root path, for url_for() below the mount.
         if "router" not in scope:
-            # Remember the outermost router and root path, for url_for() below the mount.
             child["router"] = parent
+        if "app_root_path" not in scope:
             child["app_root_path"] = root_path
         child["root_path"] = root_path + prefix
         await self.app(child, receive, send)
