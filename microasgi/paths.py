@@ -152,18 +152,19 @@ class SegmentTrie(Generic[T]):
             if isinstance(segment, tuple) and segment[1].matches_rest and index == last:
                 node.params.append((_REST, segment[0], segment[1].convert, value))
                 return
+            matcher: Any
             if isinstance(segment, tuple):
-                name, convert, kind = segment[0], segment[1].convert, _ONE
+                name, matcher, kind = segment[0], segment[1].convert, _ONE
             else:
-                name, convert, kind = segment.key, segment, _MIXED
+                name, matcher, kind = segment.key, segment, _MIXED
             for entry in node.params:
                 # The bound convert method is stored: one attribute lookup less per request.
-                if entry[0] == kind and entry[1] == name and entry[2] == convert:
+                if entry[0] == kind and entry[1] == name and entry[2] == matcher:
                     node = entry[3]
                     break
             else:
                 child: _Node[T] = _Node()
-                node.params.append((kind, name, convert, child))
+                node.params.append((kind, name, matcher, child))
                 node = child
         if prefix:
             node.mounts.append(value)
