@@ -159,7 +159,8 @@ class SegmentTrie(Generic[T]):
                 name, matcher, kind = segment.key, segment, _MIXED
             for entry in node.params:
                 # The bound convert method is stored: one attribute lookup less per request.
-                if entry[0] == kind and entry[1] == name and (kind == _MIXED or entry[2] == matcher):
+                same = kind == _MIXED or entry[2] == matcher
+                if entry[0] == kind and entry[1] == name and same:
                     node = entry[3]
                     break
             else:
