@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 from microasgi.datastructures import State
 from microasgi.lifespan import Lifespan, serve_lifespan
 from microasgi.middleware.base import Middleware, wrap
-from microasgi.middleware.errors import ExceptionMiddleware
+from microasgi.middleware.errors import ErrorGuard, ErrorHandler, logger
 from microasgi.requests import DEFAULT_MAX_BODY_SIZE
 from microasgi.routing import BaseRoute, Mount, Router
-from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+from microasgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["App"]
 
@@ -26,9 +26,6 @@ class App:
     bodies; larger ones are answered with 413. `debug=True` puts tracebacks
     in 500 responses.
     """
-
-    #: Tells the router to raise HTTPException for 404/405 so handlers see them.
-    handles_http_exceptions = True
 
     def __init__(
         self,
@@ -50,8 +47,8 @@ class App:
         )
         self.state = State()
         self.lifespan_state: dict[str, Any] | None = None
+        self.errors = ErrorHandler(self.exception_handlers, debug)
         self._stack: ASGIApp | None = None
-        self._guard: ExceptionMiddleware | None = None
 
     # -- the parts of the router users reach through the app --------------------------
 
@@ -144,17 +141,15 @@ class App:
             raise RuntimeError(f"cannot {what} after the application has started")
 
     def build_middleware_stack(self) -> ASGIApp:
-        """User middleware around an inner error layer around the router.
+        """The user middleware around the router, in a guard for their errors.
 
-        The outer error layer is `__call__` itself, so that an app without
-        middleware runs its endpoints through a single error layer.
+        Errors of routes and the router are answered where they happen, inside
+        the middleware (so a middleware sees the 500 go by); the guard only
+        answers for the middleware's own.
         """
-        handlers = self.exception_handlers
-        self._guard = ExceptionMiddleware(self.router.dispatch, handlers, self.debug)
         if not self.user_middleware:
             return self.router.dispatch
-        inner = ExceptionMiddleware(self.router.dispatch, handlers, self.debug)
-        return wrap(inner, self.user_middleware)
+        return ErrorGuard(wrap(self.router.dispatch, self.user_middleware))
 
     # -- ASGI ----------------------------------------------------------------------------
 
@@ -169,15 +164,14 @@ class App:
         stack = self._stack
         if stack is None:
             stack = self._stack = self.build_middleware_stack()
-        sent: str | None = None
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal sent
-            sent = message["type"]
-            await send(message)
-
         try:
-            await stack(scope, receive, tracked_send)
+            await stack(scope, receive, send)
         except Exception as exc:
-            assert self._guard is not None
-            await self._guard.handle(exc, scope, receive, send, sent)
+            # Everything raised before a response started was answered where it was
+            # raised; what arrives here came after: log it, the server ends the response.
+            logger.error(
+                "Exception after the response started (%s %s)",
+                scope.get("method", "WEBSOCKET"),
+                scope.get("path"),
+                exc_info=exc,
+            )

@@ -283,8 +283,13 @@ class MutableHeaders(Headers):
             self[key] = value
 
     def add_vary_header(self, vary: str) -> None:
-        existing = self.get("vary")
-        self["vary"] = f"{existing}, {vary}" if existing else vary
+        """Add a field name to Vary, keeping every value already there."""
+        values = [
+            v.strip() for value in self.getlist("vary") for v in value.split(",") if v.strip()
+        ]
+        if vary.lower() not in (v.lower() for v in values):
+            values.append(vary)
+        self["vary"] = ", ".join(values)
 
 
 def _check_header(name: bytes, value: str) -> None:

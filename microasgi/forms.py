@@ -58,9 +58,9 @@ class _Part:
 
     def __init__(self, segment: multipart.MultipartSegment) -> None:
         self.name = segment.name or ""
-        self.headers = Headers(
-            raw=[(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in segment.headerlist]
-        )
+        # The parser decoded part headers as UTF-8 (what browsers send): keep them so.
+        raw = [(k.lower().encode("utf-8"), v.encode("utf-8")) for k, v in segment.headerlist]
+        self.headers = Headers(raw=raw)
         self.data = bytearray()
         self.upload: UploadFile | None = None
         if segment.filename is not None:

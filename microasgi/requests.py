@@ -185,7 +185,9 @@ class Request(HTTPConnection):
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 raise HTTPException(413, f"Request body is larger than {limit} bytes")
         received = 0
-        pending = self._pending or []
+        if self._pending is None:
+            self._pending = []
+        pending = self._pending  # is_disconnected() may add to it while we stream
         while True:
             message = pending.pop(0) if pending else await self._receive()
             kind = message["type"]

@@ -95,6 +95,8 @@ class Response:
     def _init_headers(
         self, headers: Mapping[str, str] | None, content_length: int | None
     ) -> list[tuple[bytes, bytes]]:
+        if self.media_type is not None:
+            _check_header(b"content-type", self.media_type)
         if not headers and self.status_code >= 200 and self.status_code not in (204, 304):
             # The common case: nothing but the two headers we add ourselves.
             media_type = self.media_type
@@ -221,17 +223,19 @@ class JSONResponse(Response):
         return encode_json(content)
 
 
-_JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+TEXT_CONTENT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
 
 
-async def send_json(content: Any, scope: Scope, send: Send) -> None:
-    """Send `content` as a 200 JSON response: what JSONResponse(content) would send.
+async def send_body(
+    scope: Scope, send: Send, body: bytes, content_type: tuple[bytes, bytes]
+) -> None:
+    """Send a 200 response with `body`, as JSONResponse or PlainTextResponse would.
 
-    The endpoint fast path for a returned dict or list, without building a
-    Response object for it.
+    The endpoint fast path for a returned dict, list or str, without building
+    a Response object for it.
     """
-    body = encode_json(content)
-    headers = [(b"content-length", str(len(body)).encode()), _JSON_CONTENT_TYPE]
+    headers = [(b"content-length", str(len(body)).encode()), content_type]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
@@ -291,31 +295,38 @@ class StreamingResponse(Response):
             )
             if scope.get("method") == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
-                return
-            async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    while (await receive())["type"] != "http.disconnect":
-                        pass
-                    tg.cancel_scope.cancel()
-
-                tg.start_soon(watch_disconnect)
-                charset = self.charset
-                async for chunk in iterator:
-                    if isinstance(chunk, str):
-                        chunk = chunk.encode(charset)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                await send({"type": "http.response.body", "body": b""})
                 completed = True
-                tg.cancel_scope.cancel()
+            else:
+                async with anyio.create_task_group() as tg:
+
+                    async def watch_disconnect() -> None:
+                        while (await receive())["type"] != "http.disconnect":
+                            pass
+                        tg.cancel_scope.cancel()
+
+                    tg.start_soon(watch_disconnect)
+                    completed = await self._send_body(iterator, send)
+                    tg.cancel_scope.cancel()
         except OSError:
-            # ASGI 2.4 servers raise an OSError from send() once the client is gone.
-            pass
+            pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
         finally:
             with anyio.CancelScope(shield=True):
                 await iterator.aclose()
         if completed and self.background is not None:
             await self.background()
+
+    async def _send_body(self, iterator: AsyncGenerator[str | bytes, None], send: Send) -> bool:
+        """Send every chunk; False if the client went away (send raised OSError)."""
+        charset = self.charset
+        try:
+            async for chunk in iterator:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode(charset)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            return False
+        return True
 
 
 _STOP = object()

@@ -8,9 +8,16 @@ from typing import Any, TypeVar
 from microasgi.endpoints import Endpoint, to_response
 from microasgi.exceptions import HTTPException
 from microasgi.middleware.base import Middleware, wrap
+from microasgi.middleware.errors import ErrorGuard, errors_for
 from microasgi.paths import NoMatchFound, PathTemplate, SegmentTrie, search
 from microasgi.requests import MAX_BODY_SIZE_KEY, Request
-from microasgi.responses import PlainTextResponse, RedirectResponse, send_json
+from microasgi.responses import (
+    JSON_CONTENT_TYPE,
+    TEXT_CONTENT_TYPE,
+    RedirectResponse,
+    encode_json,
+    send_body,
+)
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketState
 
@@ -67,33 +74,46 @@ class Route(BaseRoute):
             connection_class=Request,
             connection_names=("request",),
         )
-        self.app = wrap(self.handle, middleware)
+        self.app = _guarded(self.handle, middleware)
 
     async def _handle_with_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
         scope[MAX_BODY_SIZE_KEY] = self.max_body_size
         await Route.handle(self, scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        call = self._call
-        params = scope["path_params"]
-        if call.mode and call.is_async and len(params) == call.param_count:
-            # The usual shapes, called here without one more coroutine layer.
-            if call.mode == 2:
-                result = await call.func(Request(scope, receive, send), **params)
+        # Nothing has been sent until the end of the try block, so errors are
+        # answered here (inside any middleware, which sees the answer go by).
+        try:
+            call = self._call
+            params = scope["path_params"]
+            if call.mode and call.is_async and len(params) == call.param_count:
+                # The usual shapes, called here without one more coroutine layer.
+                if call.mode == 2:
+                    result = await call.func(Request(scope, receive, send), **params)
+                else:
+                    result = await call.func(**params)
+                kind = type(result)
+                # dict, list and str are sent without building a Response object.
+                if kind is dict or kind is list:
+                    body, content_type = encode_json(result), JSON_CONTENT_TYPE
+                elif kind is str:
+                    body, content_type = result.encode("utf-8"), TEXT_CONTENT_TYPE
+                else:
+                    body, response = None, to_response(result, self.endpoint)
             else:
-                result = await call.func(**params)
-            if type(result) is dict or type(result) is list:
-                await send_json(result, scope, send)
-                return
-            background = None
+                result, background = await call(Request(scope, receive, send), params)
+                body, response = None, to_response(result, self.endpoint)
+                if background is not None and background.tasks:
+                    if response.background is not None:
+                        background.tasks.insert(0, response.background)
+                    response.background = background
+        except Exception as exc:
+            await errors_for(scope).http_error(exc, scope, receive, send)
+            return
+        if body is not None:
+            await send_body(scope, send, body, content_type)
         else:
-            result, background = await call(Request(scope, receive, send), params)
-        response = to_response(result, self.endpoint)
-        if background is not None and background.tasks:
-            if response.background is not None:
-                background.tasks.insert(0, response.background)
-            response.background = background
-        await response(scope, receive, send)
+            await response(scope, receive, send)
 
     def __repr__(self) -> str:
         return f"Route({self.path!r}, methods={sorted(self.methods)}, name={self.name!r})"
@@ -123,11 +143,16 @@ class WebSocketRoute(BaseRoute):
             connection_class=WebSocket,
             connection_names=("ws", "websocket"),
         )
-        self.app = wrap(self.handle, middleware)
+        self.app = _guarded(self.handle, middleware)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         websocket = WebSocket(scope, receive, send)
-        await self._call(websocket, scope["path_params"])
+        try:
+            await self._call(websocket, scope["path_params"])
+        except Exception as exc:
+            state = websocket.application_state
+            await errors_for(scope).websocket_error(exc, scope, receive, send, state)
+            return
         if websocket.application_state in (WebSocketState.CONNECTING, WebSocketState.CONNECTED):
             await websocket.close(1000)
 
@@ -158,7 +183,11 @@ class Mount(BaseRoute):
         self.path = path
         self.name = name
         self.mounted = app
-        self.app = wrap(app, middleware)
+        if isinstance(app, Router) or isinstance(getattr(app, "router", None), Router):
+            # Our own apps answer their errors where they happen.
+            self.app = _guarded(app, middleware)
+        else:
+            self.app = ErrorGuard(wrap(app, middleware))
 
     async def handle(
         self, scope: Scope, receive: Receive, send: Send, prefix: str, parent: Router
@@ -199,6 +228,11 @@ class Mount(BaseRoute):
         return f"Mount({self.path!r}, {self.mounted!r}, name={self.name!r})"
 
 
+def _guarded(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:
+    """`app` inside its middleware, with a guard for what the middleware raise."""
+    return ErrorGuard(wrap(app, middleware)) if middleware else app
+
+
 def _route_path(path: str, root: str) -> str:
     """The path below root_path, cut only at a segment boundary."""
     if path.startswith(root):
@@ -230,7 +264,7 @@ class Router:
         # Fully static paths, looked up in one dict: path -> method -> first route.
         self._static: dict[str, dict[str, BaseRoute]] = {}
         self.middleware = list(middleware or [])
-        self._app: ASGIApp = wrap(self.dispatch, self.middleware)
+        self._app: ASGIApp = _guarded(self.dispatch, self.middleware)
         for route in routes or ():
             self.add(route)
 
@@ -409,8 +443,4 @@ class Router:
         await self._error(scope, receive, send, exc)
 
     async def _error(self, scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
-        # Inside an App the exception goes to its handlers; alone, the router answers itself.
-        if getattr(scope.get("app"), "handles_http_exceptions", False):
-            raise exc
-        response = PlainTextResponse(str(exc.detail), exc.status_code, headers=exc.headers)
-        await response(scope, receive, send)
+        await errors_for(scope).http_error(exc, scope, receive, send)

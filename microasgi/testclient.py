@@ -197,6 +197,7 @@ class _HTTPExchange(httpx.AsyncByteStream):
         self.body: bytes | None = body
         self.started = anyio.Event()
         self.over = anyio.Event()  # response complete or client gone: receive() says disconnect
+        self.finished = anyio.Event()  # the app returned (background tasks included)
         self.start: Message | None = None
         self.error: BaseException | None = None
         self.chunks_in, self.chunks_out = anyio.create_memory_object_stream[bytes](math.inf)
@@ -242,6 +243,7 @@ class _HTTPExchange(httpx.AsyncByteStream):
             self.started.set()
             self.chunks_in.close()
             self.over.set()
+            self.finished.set()
 
     def disconnect(self) -> None:
         self.over.set()
@@ -263,7 +265,14 @@ class _HTTPExchange(httpx.AsyncByteStream):
             return None
 
     async def aclose(self) -> None:
+        """The client is done with the response: wait for the app to finish.
+
+        So background tasks have run when `client.get()` returns; an app that
+        ignores the disconnect is given the default timeout, then left running.
+        """
         self.disconnect()
+        with anyio.move_on_after(_DEFAULT_TIMEOUT):
+            await self.finished.wait()
 
 
 class _SyncStream(httpx.SyncByteStream):

@@ -1,4 +1,4 @@
-"""The layer that turns exceptions into responses (or WebSocket closes)."""
+"""Turning exceptions into responses (or WebSocket closes)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from microasgi.responses import JSONResponse, PlainTextResponse, Response
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-__all__ = ["ExceptionHandlers", "ExceptionMiddleware"]
+__all__ = ["DEFAULT_ERRORS", "ErrorGuard", "ErrorHandler", "ExceptionHandlers", "errors_for"]
 
 logger = logging.getLogger("microasgi")
 
@@ -30,42 +30,28 @@ def http_exception_response(exc: HTTPException) -> Response:
     return JSONResponse(exc.detail, exc.status_code, headers=exc.headers)
 
 
-class ExceptionMiddleware:
-    """Runs the app and answers for what it raises.
+class ErrorHandler:
+    """Answers for an exception: a response, or a WebSocket close.
 
-    An App puts one of these inside the user middleware (so the 500 for an
-    endpoint error passes back out through them) and one outside (for errors
-    raised by the middleware themselves). Handlers are looked up by status
-    code for HTTPException, then by exception class along the MRO; 500 and
-    Exception handlers also take unexpected errors.
+    Handlers are looked up by status code for HTTPException, then by
+    exception class along the MRO; 500 and Exception handlers also take
+    unexpected errors. Each App has one; errors are answered where they are
+    raised (in the route, the router or a guard around foreign code), which is
+    inside the user middleware, so they see the 500 go by.
     """
 
-    def __init__(self, app: ASGIApp, handlers: ExceptionHandlers, debug: bool = False) -> None:
-        self.app = app
+    def __init__(self, handlers: ExceptionHandlers, debug: bool = False) -> None:
         self.handlers = handlers
         self.debug = debug
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sent: str | None = None
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal sent
-            sent = message["type"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, tracked_send)
-        except Exception as exc:
-            await self.handle(exc, scope, receive, send, sent)
 
     async def handle(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send, sent: str | None
     ) -> None:
         """Answer for `exc`; `sent` is the type of the last message the app sent, if any."""
         if scope["type"] == "websocket":
-            await self._websocket_error(exc, scope, receive, send, sent)
+            await self.websocket_error(exc, scope, receive, send, _state_after(sent))
         else:
-            await self._http_error(exc, scope, receive, send, sent is not None)
+            await self.http_error(exc, scope, receive, send, sent is not None)
 
     def _lookup(self, exc: Exception) -> Callable[..., Any] | None:
         handlers = self.handlers
@@ -87,9 +73,10 @@ class ExceptionMiddleware:
             return await handler(connection, exc)
         return await anyio.to_thread.run_sync(handler, connection, exc)
 
-    async def _http_error(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool
+    async def http_error(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool = False
     ) -> None:
+        """Answer an HTTP request for `exc` (if `started`, nothing can be answered: log)."""
         if isinstance(exc, ClientDisconnect):
             return  # nobody is left to answer
         if started:
@@ -125,12 +112,13 @@ class ExceptionMiddleware:
             return PlainTextResponse(text, 500)
         return PlainTextResponse("Internal Server Error", 500)
 
-    async def _websocket_error(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send, sent: str | None
+    async def websocket_error(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send, state: WebSocketState
     ) -> None:
+        """Close (or, before accept, deny) a WebSocket for `exc`."""
         if isinstance(exc, WebSocketDisconnect):
             return
-        if sent == "websocket.close" or (sent or "").startswith("websocket.http.response"):
+        if state in (WebSocketState.CLOSED, WebSocketState.RESPONSE):
             if not isinstance(exc, WebSocketException):
                 logger.error(
                     "Exception in WebSocket %s after close", scope.get("path"), exc_info=exc
@@ -140,8 +128,8 @@ class ExceptionMiddleware:
         if handler is not None:
             try:
                 websocket = WebSocket(scope, receive, send)
-                if sent is not None:  # accepted already: the handler may still send or close
-                    websocket.client_state = websocket.application_state = WebSocketState.CONNECTED
+                if state is WebSocketState.CONNECTED:  # the handler may still send or close
+                    websocket.client_state = websocket.application_state = state
                 await self._call_handler(handler, websocket, exc)
                 return
             except Exception as handler_exc:
@@ -149,10 +137,51 @@ class ExceptionMiddleware:
                 exc = handler_exc
         if isinstance(exc, WebSocketException):
             code, reason = exc.code, exc.reason
-        elif isinstance(exc, HTTPException) and sent is None:
+        elif isinstance(exc, HTTPException) and state is WebSocketState.CONNECTING:
             code, reason = 1008, str(exc.detail)
         else:
             logger.error("Exception in WebSocket %s", scope.get("path"), exc_info=exc)
             code, reason = 1011, ""
         # Before accept, a close denies the handshake (the server answers 403).
         await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def _state_after(sent: str | None) -> WebSocketState:
+    if sent is None:
+        return WebSocketState.CONNECTING
+    if sent == "websocket.close":
+        return WebSocketState.CLOSED
+    if sent.startswith("websocket.http.response"):
+        return WebSocketState.RESPONSE
+    return WebSocketState.CONNECTED
+
+
+DEFAULT_ERRORS = ErrorHandler({})
+
+
+def errors_for(scope: Scope) -> ErrorHandler:
+    """The ErrorHandler of the App serving `scope` (defaults outside an App)."""
+    errors: ErrorHandler = getattr(scope.get("app"), "errors", DEFAULT_ERRORS)
+    return errors
+
+
+class ErrorGuard:
+    """Runs code that may send by itself (middleware, a mounted ASGI app) and
+    answers for what it raises, knowing from the messages it saw whether a
+    response had started. Our own routes need no guard: they know."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sent: str | None = None
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal sent
+            sent = message["type"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked_send)
+        except Exception as exc:
+            await errors_for(scope).handle(exc, scope, receive, send, sent)

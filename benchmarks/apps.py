@@ -1,0 +1,103 @@
+"""The apps being compared: raw ASGI, microasgi and Starlette, each written the usual way.
+
+Starlette is a development dependency used only here, never by microasgi.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from harness import ASGIApp, Receive, Scope, Send
+from starlette.applications import Starlette
+from starlette.requests import Request as StarletteRequest
+from starlette.responses import JSONResponse as StarletteJSONResponse
+from starlette.responses import PlainTextResponse as StarlettePlainTextResponse
+from starlette.routing import Route as StarletteRoute
+
+from microasgi import App, Request
+
+__all__ = [
+    "HELLO",
+    "microasgi_json",
+    "microasgi_plaintext",
+    "raw_json",
+    "raw_plaintext",
+    "starlette_json",
+    "starlette_plaintext",
+]
+
+HELLO = "Hello, World!"
+
+
+# -- raw ASGI: no framework, the obvious code ------------------------------------------
+
+
+async def raw_plaintext(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers every request with "Hello, World!"."""
+    assert scope["type"] == "http"
+    body = HELLO.encode()
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def raw_json(scope: Scope, receive: Receive, send: Send) -> None:
+    """Answers `/.../{user_id}` with {"id": user_id}, the int parsed from the last segment."""
+    assert scope["type"] == "http"
+    user_id = int(scope["path"].rsplit("/", 1)[1])
+    body = json.dumps({"id": user_id}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# -- microasgi -------------------------------------------------------------------------
+
+
+def microasgi_plaintext() -> ASGIApp:
+    app = App()
+
+    @app.get("/")
+    async def hello() -> str:
+        return HELLO
+
+    return app
+
+
+def microasgi_json(paths: list[str]) -> ASGIApp:
+    """One JSON route per path template, all served by the same kind of endpoint."""
+    app = App()
+
+    async def get_user(request: Request, user_id: int) -> dict[str, Any]:
+        return {"id": user_id}
+
+    for index, path in enumerate(paths):
+        app.get(path, name=f"user{index}")(get_user)
+    return app
+
+
+# -- Starlette -------------------------------------------------------------------------
+
+
+def starlette_plaintext() -> ASGIApp:
+    async def hello(request: StarletteRequest) -> StarlettePlainTextResponse:
+        return StarlettePlainTextResponse(HELLO)
+
+    return Starlette(routes=[StarletteRoute("/", hello)])
+
+
+def starlette_json(paths: list[str]) -> ASGIApp:
+    async def get_user(request: StarletteRequest) -> StarletteJSONResponse:
+        return StarletteJSONResponse({"id": request.path_params["user_id"]})
+
+    routes = [
+        StarletteRoute(path, get_user, name=f"user{index}") for index, path in enumerate(paths)
+    ]
+    return Starlette(routes=routes)
