@@ -89,7 +89,9 @@ class Endpoint:
                     )
                 is_connection = True
             else:
-                is_connection = annotation is param.empty and param.name in connection_names
+                # A string is an annotation that could not be resolved: go by the name.
+                unannotated = annotation is param.empty or isinstance(annotation, str)
+                is_connection = unannotated and param.name in connection_names
             if is_connection:
                 self.connection_name = param.name
                 first_is_connection = index == 0

@@ -143,7 +143,9 @@ class _Core:
         scheme = url.scheme
         default_port = 443 if scheme in ("https", "wss") else 80
         raw_path, _, _ = url.raw_path.partition(b"?")
-        path = self.root_path + url.path if not url.path.startswith(self.root_path) else url.path
+        root = self.root_path
+        inside = url.path == root or url.path.startswith(root + "/")
+        path = url.path if not root or inside else root + url.path
         return {
             "type": kind,
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -494,9 +496,8 @@ class _SyncTransport(httpx.BaseTransport):
         portal, core = self.client._ensure_running()
         body = request.read()
         response = portal.call(core.http, request, body)
-        exchange = response.stream
-        assert isinstance(exchange, _HTTPExchange)
-        response.stream = _SyncStream(portal, exchange)
+        if isinstance(response.stream, _HTTPExchange):  # not for a made-up 500
+            response.stream = _SyncStream(portal, response.stream)
         return response
 
 

@@ -628,3 +628,16 @@ async def test_unused_background_tasks_parameter_is_harmless() -> None:
     messages = await raw_http(app, "GET", "/")
     assert messages[0]["status"] == 200
     assert messages[1]["body"] == b"nothing queued"
+
+
+def test_unresolvable_string_annotation_falls_back_to_the_parameter_name(
+    make_client: Any,
+) -> None:
+    """With postponed annotations a name-only import can't be resolved: go by the name."""
+    app = App()
+
+    async def endpoint(request: NotImportableHere) -> str:  # type: ignore[name-defined]  # noqa: F821
+        return str(request.url.path)
+
+    app.router.add_route("/where", endpoint)
+    assert make_client(app).get("/where").text == "/where"

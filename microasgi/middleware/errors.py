@@ -126,15 +126,18 @@ class ErrorHandler:
             return
         handler = self._lookup(exc)
         if handler is not None:
+            websocket = WebSocket(scope, receive, send)
+            if state is WebSocketState.CONNECTED:  # the handler may still send or close
+                websocket.client_state = websocket.application_state = state
             try:
-                websocket = WebSocket(scope, receive, send)
-                if state is WebSocketState.CONNECTED:  # the handler may still send or close
-                    websocket.client_state = websocket.application_state = state
                 await self._call_handler(handler, websocket, exc)
-                return
             except Exception as handler_exc:
                 logger.error("Exception handler %r failed", handler, exc_info=handler_exc)
                 exc = handler_exc
+            if websocket.application_state in (WebSocketState.CLOSED, WebSocketState.RESPONSE):
+                return
+            # The handler did not end the connection (say, an HTTP-style handler that
+            # returned a response): close it, or deny the handshake, as below.
         if isinstance(exc, WebSocketException):
             code, reason = exc.code, exc.reason
         elif isinstance(exc, HTTPException) and state is WebSocketState.CONNECTING:

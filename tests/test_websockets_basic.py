@@ -1,0 +1,483 @@
+"""WebSocket basics: routing, iteration, closing codes, errors and the state machine."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import pytest
+
+from microasgi import App, HTTPException, Router, WebSocket, WebSocketDisconnect, WebSocketException
+from microasgi.testclient import WebSocketDenied
+
+
+def test_path_params(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/rooms/{room}/users/{uid:int}")
+    async def room(ws: WebSocket, room: str, uid: int) -> None:
+        await ws.accept()
+        await ws.send_json({"room": room, "uid": uid, "params": ws.path_params})
+
+    with make_client(app).websocket_connect("/rooms/lobby/users/42") as session:
+        assert session.receive_json(timeout=5) == {
+            "room": "lobby",
+            "uid": 42,
+            "params": {"room": "lobby", "uid": 42},
+        }
+
+
+def test_websocket_param_by_annotation_and_name(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/annotated")
+    async def annotated(conn: WebSocket) -> None:
+        await conn.accept()
+        await conn.send_text("annotated")
+
+    @app.websocket("/named")
+    async def named(websocket) -> None:  # type: ignore[no-untyped-def]
+        await websocket.accept()
+        await websocket.send_text("named")
+
+    client = make_client(app)
+    with client.websocket_connect("/annotated") as s:
+        assert s.receive_text(timeout=5) == "annotated"
+    with client.websocket_connect("/named") as s:
+        assert s.receive_text(timeout=5) == "named"
+
+
+def test_websocket_in_mounted_router(make_client: Any) -> None:
+    app = App()
+    api = Router()
+
+    @api.websocket("/ws/{name}")
+    async def ws(websocket: WebSocket, name: str) -> None:
+        await websocket.accept()
+        await websocket.send_text(f"{websocket.scope['root_path']}|{websocket.url.path}|{name}")
+
+    app.mount("/api", api)
+    with make_client(app).websocket_connect("/api/ws/bob") as s:
+        assert s.receive_text(timeout=5) == "/api|/api/ws/bob|bob"
+
+
+def test_headers_query_params_and_cookies(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_json(
+            {
+                "header": websocket.headers.get("x-custom"),
+                "q": websocket.query_params.getlist("q"),
+                "cookie": websocket.cookies.get("sid"),
+                "client": list(websocket.client or ()),
+            }
+        )
+
+    client = make_client(app)
+    with client.websocket_connect(
+        "/ws?q=1&q=2", headers={"X-Custom": "v", "Cookie": "sid=xyz"}
+    ) as s:
+        assert s.receive_json(timeout=5) == {
+            "header": "v",
+            "q": ["1", "2"],
+            "cookie": "xyz",
+            "client": ["testclient", 50000],
+        }
+
+
+# -- iteration -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["text", "bytes", "json"])
+def test_iterators_end_on_client_disconnect(make_client: Any, kind: str) -> None:
+    app = App()
+    received: list[Any] = []
+    ended: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        iterator = {
+            "text": websocket.iter_text,
+            "bytes": websocket.iter_bytes,
+            "json": websocket.iter_json,
+        }[kind]()
+        async for message in iterator:
+            received.append(message)
+            await websocket.send_text("ack")
+        ended.append("loop ended")
+
+    values: list[Any] = {
+        "text": ["a", "b"],
+        "bytes": [b"\x00", b"\xff"],
+        "json": [{"x": 1}, [1, 2]],
+    }[kind]
+    session = make_client(app).websocket_connect("/ws")
+    for value in values:
+        if kind == "text":
+            session.send_text(value)
+        elif kind == "bytes":
+            session.send_bytes(value)
+        else:
+            session.send_json(value)
+        assert session.receive_text(timeout=5) == "ack"
+    session.close()
+    assert received == values
+    assert ended == ["loop ended"]
+
+
+def test_handler_sees_disconnect_with_code(make_client: Any) -> None:
+    app = App()
+    seen: list[tuple[int, str]] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect as exc:
+            seen.append((exc.code, exc.reason))
+            raise
+
+    session = make_client(app).websocket_connect("/ws")
+    session.close(code=4002, reason="client leaving")
+    assert seen == [(4002, "client leaving")]
+
+
+# -- how connections end ------------------------------------------------------------------
+
+
+def test_clean_return_closes_with_1000(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("only message")
+
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text(timeout=5) == "only message"
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text(timeout=5)
+        assert info.value.code == 1000
+
+
+def test_clean_return_without_accept_denies(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        return None
+
+    with pytest.raises(WebSocketDenied) as info:
+        make_client(app).websocket_connect("/ws")
+    assert info.value.status_code == 403
+
+
+def test_explicit_close_code_and_reason(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(code=4100, reason="done here")
+        await websocket.close()  # closing twice does nothing
+
+    with make_client(app).websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text(timeout=5)
+        assert (info.value.code, info.value.reason) == (4100, "done here")
+
+
+def test_handler_raising_after_accept_closes_1011(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("about to fail")
+        raise RuntimeError("handler exploded")
+
+    caplog.set_level(logging.ERROR, logger="microasgi")
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text(timeout=5) == "about to fail"
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text(timeout=5)
+        assert info.value.code == 1011
+        assert "handler exploded" not in info.value.reason
+    assert "handler exploded" in caplog.text
+
+
+def test_handler_raising_before_accept_is_denied(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        raise RuntimeError("failed before accept")
+
+    caplog.set_level(logging.ERROR, logger="microasgi")
+    with pytest.raises(WebSocketDenied):
+        make_client(app).websocket_connect("/ws")
+    assert "failed before accept" in caplog.text
+
+
+def test_websocket_exception_after_accept_closes_with_its_code(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise WebSocketException(4403, "not allowed here")
+
+    with make_client(app).websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text(timeout=5)
+        assert (info.value.code, info.value.reason) == (4403, "not allowed here")
+
+
+def test_websocket_exception_before_accept_denies(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        raise WebSocketException(1008, "policy")
+
+    with pytest.raises(WebSocketDenied) as info:
+        make_client(app).websocket_connect("/ws")
+    assert info.value.status_code == 403
+
+
+def test_http_exception_in_websocket_before_accept_denies(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        raise HTTPException(401)
+
+    with pytest.raises(WebSocketDenied):
+        make_client(app).websocket_connect("/ws")
+
+
+def test_websocket_exception_handler(make_client: Any) -> None:
+    app = App()
+
+    class Kicked(Exception):
+        pass
+
+    @app.exception_handler(Kicked)
+    async def on_kicked(websocket: WebSocket, exc: Kicked) -> None:
+        await websocket.send_text("you were kicked")
+        await websocket.close(code=4009)
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise Kicked()
+
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text(timeout=5) == "you were kicked"
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text(timeout=5)
+        assert info.value.code == 4009
+
+
+# -- the state machine ---------------------------------------------------------------------
+
+
+def test_send_before_accept_is_runtime_error(make_client: Any) -> None:
+    app = App()
+    errors: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        for attempt in (websocket.send_text("x"), websocket.send_bytes(b"x")):
+            try:
+                await attempt
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        await websocket.accept()
+        await websocket.send_text(str(len(errors)))
+
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text(timeout=5) == "2"
+    assert all("accept" in e for e in errors)
+
+
+def test_receive_before_accept_is_runtime_error(make_client: Any) -> None:
+    app = App()
+    errors: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        for attempt in (websocket.receive_text(), websocket.receive_bytes()):
+            try:
+                await attempt
+            except RuntimeError as exc:
+                errors.append(str(exc))
+        await websocket.accept()
+        await websocket.send_text(str(len(errors)))
+
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text(timeout=5) == "2"
+
+
+def test_send_after_close_is_runtime_error(make_client: Any) -> None:
+    app = App()
+    errors: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close()
+        try:
+            await websocket.send_text("too late")
+        except RuntimeError as exc:
+            errors.append(str(exc))
+
+    with (
+        make_client(app).websocket_connect("/ws") as session,
+        pytest.raises(WebSocketDisconnect),
+    ):
+        session.receive_text(timeout=5)
+    assert len(errors) == 1
+
+
+def test_double_accept_is_runtime_error(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.accept()
+        except RuntimeError:
+            await websocket.send_text("second accept refused")
+
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text(timeout=5) == "second accept refused"
+
+
+def test_receive_json_invalid_raises_value_error(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            try:
+                data = await websocket.receive_json()
+            except ValueError as exc:
+                await websocket.send_json({"error": type(exc).__name__})
+                continue
+            except WebSocketDisconnect:
+                return
+            await websocket.send_json({"ok": data})
+
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_text("{not json")
+        assert session.receive_json(timeout=5) == {"error": "JSONDecodeError"}
+        session.send_text(json.dumps({"fine": True}))
+        assert session.receive_json(timeout=5) == {"ok": {"fine": True}}
+
+
+def test_receive_json_binary_mode(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        data = await websocket.receive_json(mode="binary")
+        await websocket.send_json({"echo": data}, mode="binary")
+
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_json({"a": 1}, mode="binary")
+        assert session.receive_json(timeout=5, mode="binary") == {"echo": {"a": 1}}
+
+
+def test_receive_text_on_binary_message_is_type_error(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except TypeError:
+            await websocket.send_text("type error")
+
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_bytes(b"binary")
+        assert session.receive_text(timeout=5) == "type error"
+
+
+# -- routing -----------------------------------------------------------------------------------
+
+
+def test_websocket_to_unknown_path_is_denied(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+    with pytest.raises(WebSocketDenied) as info:
+        make_client(app).websocket_connect("/nowhere")
+    assert info.value.status_code == 403
+
+
+def test_websocket_to_http_only_path_is_denied(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/http")
+    async def http() -> str:
+        return "http"
+
+    with pytest.raises(WebSocketDenied):
+        make_client(app).websocket_connect("/http")
+
+
+def test_websocket_and_http_route_on_same_path(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/both")
+    async def http() -> str:
+        return "http"
+
+    @app.websocket("/both")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.send_text("ws")
+
+    client = make_client(app)
+    assert client.get("/both").text == "http"
+    with client.websocket_connect("/both") as session:
+        assert session.receive_text(timeout=5) == "ws"
+
+
+def test_receive_after_client_disconnect_is_runtime_error(make_client: Any) -> None:
+    app = App()
+    outcome: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect:
+            outcome.append("disconnect")
+        try:
+            await websocket.receive_text()
+        except RuntimeError:
+            outcome.append("runtime error")
+
+    session = make_client(app).websocket_connect("/ws")
+    session.close()
+    assert outcome == ["disconnect", "runtime error"]
