@@ -2,8 +2,10 @@
 
 A lookup walks one trie node per path segment, so its cost depends on the
 depth of the path, not on how many routes there are. At each node a static
-child is tried first, then parameter children in registration order, then a
-`{name:path}` tail, then mounts; a dead end backtracks to the next candidate.
+child is tried first, then parameter children (and `{name:path}` tails) in
+registration order, then mounts; a dead end backtracks to the next candidate.
+Parameter branches are shared by convertor, whatever the parameters' names:
+the values are collected by position and named by the route that matched.
 """
 
 from __future__ import annotations
@@ -35,24 +37,28 @@ class _Pattern:
 
     def __init__(self, segment: str) -> None:
         parts: list[str] = []
-        self.convertors: list[tuple[str, Convertor]] = []
+        self.convertors: list[Convertor] = []
         end = 0
         for m in _PARAM.finditer(segment):
-            name, convertor = m.group(1), CONVERTORS[m.group(2) or "str"]
+            convertor = CONVERTORS[m.group(2) or "str"]
             parts.append(re.escape(segment[end : m.start()]))
-            parts.append(f"(?P<{name}>{getattr(convertor, 'regex', '[^/]+')})")
-            self.convertors.append((name, convertor))
+            parts.append(f"({convertor.regex})")
+            self.convertors.append(convertor)
             end = m.end()
         parts.append(re.escape(segment[end:]))
         self.regex = re.compile("".join(parts))
-        self.key = segment
+        # Two segments that differ only in their parameters' names match alike.
+        self.key = (self.regex.pattern, tuple(map(id, self.convertors)))
 
-    def match(self, segment: str) -> dict[str, Any] | None:
+    def match(self, segment: str) -> list[Any] | None:
+        """The converted values in order, or None."""
         m = self.regex.fullmatch(segment)
         if m is None:
             return None
         try:
-            return {name: conv.convert(m.group(name)) for name, conv in self.convertors}
+            return [
+                conv.convert(text) for conv, text in zip(self.convertors, m.groups(), strict=True)
+            ]
         except ValueError:
             return None
 
@@ -103,6 +109,11 @@ class PathTemplate:
     def is_static(self) -> bool:
         return not self.param_convertors
 
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """The parameter names in the order they appear in the path."""
+        return tuple(self.param_convertors)
+
     def format(self, params: dict[str, Any]) -> str:
         """Fill in the parameters; `params` must name exactly this template's parameters."""
 
@@ -122,11 +133,11 @@ class _Node(Generic[T]):
         self.static: dict[str, _Node[T]] = {}
         # The first route ending here for each method: one dict lookup at the leaf.
         self.by_method: dict[str, T] = {}
-        # Parameter children in registration order, as (kind, name, matcher, target):
+        # Parameter children in registration order, as (kind, key, matcher, target):
         # _ONE: `{name:conv}`, matcher the convertor's bound convert, target a node;
         # _MIXED: a segment like `{name}.{ext}`, matcher a _Pattern, target a node;
         # _REST: `{name:path}`, matcher the bound convert, target the route itself.
-        self.params: list[tuple[int, str, Any, Any]] = []
+        self.params: list[tuple[int, Any, Any, Any]] = []
         self.leaves: list[T] = []
         self.mounts: list[T] = []
         # Whether anything but a static child could match below this node; if not,
@@ -150,22 +161,22 @@ class SegmentTrie(Generic[T]):
                 continue
             node.forks = True
             if isinstance(segment, tuple) and segment[1].matches_rest and index == last:
-                node.params.append((_REST, segment[0], segment[1].convert, value))
+                node.params.append((_REST, None, segment[1].convert, value))
                 return
+            key: Any
             matcher: Any
             if isinstance(segment, tuple):
-                name, matcher, kind = segment[0], segment[1].convert, _ONE
+                # Keyed by the convertor alone: `{id}` and `{slug}` share a branch.
+                kind, key, matcher = _ONE, id(segment[1]), segment[1].convert
             else:
-                name, matcher, kind = segment.key, segment, _MIXED
+                kind, key, matcher = _MIXED, segment.key, segment
             for entry in node.params:
-                # The bound convert method is stored: one attribute lookup less per request.
-                same = kind == _MIXED or entry[2] == matcher
-                if entry[0] == kind and entry[1] == name and same:
+                if entry[0] == kind and entry[1] == key:
                     node = entry[3]
                     break
             else:
                 child: _Node[T] = _Node()
-                node.params.append((kind, name, matcher, child))
+                node.params.append((kind, key, matcher, child))
                 node = child
         if prefix:
             node.mounts.append(value)
@@ -180,16 +191,19 @@ class SegmentTrie(Generic[T]):
     ) -> tuple[T, dict[str, Any], int] | None:
         """The first value whose template matches and whose `methods` include `method`.
 
-        Values are routes (with a `methods` set) or mounts (taking any method).
-        Returns the value, the converted parameters and how many segments it
-        consumed (fewer than all for a mount). The methods of routes whose path
-        matched but whose methods did not are added to `allowed` (for a 405).
+        Values are routes (with a `methods` set and a `template`) or mounts
+        (taking any method). Returns the value, its parameters and how many
+        segments it consumed (fewer than all for a mount). The methods of
+        routes whose path matched but whose methods did not are added to
+        `allowed` (for a 405).
         """
-        params: dict[str, Any] = {}
-        found = search(self.root, segments, 0, len(segments), params, method, allowed)
+        values: list[Any] = []
+        found = search(self.root, segments, 0, len(segments), values, method, allowed)
         if found is None:
             return None
-        return found[0], params, found[1]
+        value = found[0]
+        names: tuple[str, ...] = value.template.param_names
+        return value, dict(zip(names, values, strict=True)), found[1]
 
 
 def search(
@@ -197,14 +211,16 @@ def search(
     segments: list[str],
     i: int,
     n: int,
-    params: dict[str, Any],
+    values: list[Any],
     method: str,
     allowed: list[frozenset[str]],
 ) -> tuple[Any, int] | None:
-    """Depth-first search from `node` for segments[i:] (i < n), filling `params`.
+    """Depth-first search from `node` for segments[i:] (i < n).
 
-    The last segment's leaves are checked here rather than in one more call:
-    one Python call per segment is most of what a lookup costs.
+    Parameter values are pushed on `values` in path order; the caller names
+    them after the route found (its template's `param_names`). The last
+    segment's leaves are checked here rather than in one more call: one
+    Python call per segment is most of what a lookup costs.
     """
     while not node.forks:
         child = node.static.get(segments[i])
@@ -225,42 +241,41 @@ def search(
             if (value := child.by_method.get(method)) is not None:
                 return value, n
             allowed.extend(leaf.methods for leaf in child.leaves)
-        elif (found := search(child, segments, i + 1, n, params, method, allowed)) is not None:
+        elif (found := search(child, segments, i + 1, n, values, method, allowed)) is not None:
             return found
-    for kind, name, matcher, target in node.params:
+    for kind, _, matcher, target in node.params:
         if kind == _ONE:
             if not segment:
                 continue
             try:
-                params[name] = matcher(segment)
+                values.append(matcher(segment))
             except ValueError:
                 continue
             if last:
                 if (value := target.by_method.get(method)) is not None:
                     return value, n
                 allowed.extend(leaf.methods for leaf in target.leaves)
-            elif (found := search(target, segments, i + 1, n, params, method, allowed)) is not None:
+            elif (found := search(target, segments, i + 1, n, values, method, allowed)) is not None:
                 return found
-            del params[name]
+            values.pop()
         elif kind == _MIXED:
-            values = matcher.match(segment)
-            if values is None:
+            converted = matcher.match(segment)
+            if converted is None:
                 continue
-            params.update(values)
+            values.extend(converted)
             if last:
                 if (value := target.by_method.get(method)) is not None:
                     return value, n
                 allowed.extend(leaf.methods for leaf in target.leaves)
-            elif (found := search(target, segments, i + 1, n, params, method, allowed)) is not None:
+            elif (found := search(target, segments, i + 1, n, values, method, allowed)) is not None:
                 return found
-            for key in values:
-                del params[key]
+            del values[len(values) - len(converted) :]
         else:
             if method not in target.methods:
                 allowed.append(target.methods)
                 continue
             try:
-                params[name] = matcher("/".join(segments[i:]))
+                values.append(matcher("/".join(segments[i:])))
             except ValueError:
                 continue
             return target, n

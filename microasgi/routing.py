@@ -32,6 +32,7 @@ class BaseRoute:
     """Something the router can match: a path template, a name and an ASGI app."""
 
     template: PathTemplate
+    param_names: tuple[str, ...]  # the template's, kept here for the dispatch hot path
     is_mount = False
     name: str | None
     methods: frozenset[str]
@@ -57,6 +58,7 @@ class Route(BaseRoute):
         max_body_size: int | None = _UNSET,
     ) -> None:
         self.template = PathTemplate(path)
+        self.param_names = self.template.param_names
         self.path = path
         self.endpoint = endpoint
         self.name = name if name is not None else getattr(endpoint, "__name__", None)
@@ -133,6 +135,7 @@ class WebSocketRoute(BaseRoute):
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.template = PathTemplate(path)
+        self.param_names = self.template.param_names
         self.path = path
         self.endpoint = endpoint
         self.name = name if name is not None else getattr(endpoint, "__name__", None)
@@ -180,6 +183,7 @@ class Mount(BaseRoute):
     ) -> None:
         path = path.rstrip("/")
         self.template = PathTemplate(path, prefix=True)
+        self.param_names = self.template.param_names
         self.path = path
         self.name = name
         self.mounted = app
@@ -388,15 +392,16 @@ class Router:
                 await route.app(scope, receive, send)
                 return
         allowed: list[frozenset[str]] = []
-        params = {}
+        values: list[Any] = []
         found = None
         if path[:1] == "/":
             segments = path[1:].split("/")
-            found = search(self._trie.root, segments, 0, len(segments), params, method, allowed)
+            found = search(self._trie.root, segments, 0, len(segments), values, method, allowed)
         if found is None:
             await self._no_match(scope, receive, send, path, method, allowed)
             return
         route, consumed = found
+        params = dict(zip(route.param_names, values, strict=True))
         parent = scope.get("path_params")
         scope["path_params"] = {**parent, **params} if parent else params
         if route.is_mount:
