@@ -36,6 +36,7 @@ class Convertor:
         return value
 
     def to_string(self, value: Any) -> str:
+        """The segment for `value`, percent-encoded by `url_path_for` afterwards."""
         text = str(value)
         if not text or "/" in text:
             raise ValueError(f"{value!r} is not a valid path segment")
@@ -84,7 +85,9 @@ class FloatConvertor(Convertor):
             and whole.isdigit()
             and (fraction.isdigit() or (not fraction and not value.endswith(".")))
         ):
-            return float(value)
+            number = float(value)
+            if math.isfinite(number):  # 400 digits would make inf
+                return number
         raise ValueError(value)
 
     def to_string(self, value: Any) -> str:

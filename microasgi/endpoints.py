@@ -80,6 +80,7 @@ class Endpoint:
             if param.kind is param.VAR_KEYWORD:
                 takes_all = True
                 continue
+            is_connection = False
             if isinstance(annotation, type) and issubclass(annotation, HTTPConnection):
                 if not issubclass(connection_class, annotation):
                     raise TypeError(
@@ -88,13 +89,6 @@ class Endpoint:
                         f"{connection_class.__name__}"
                     )
                 is_connection = True
-            else:
-                # A string is an annotation that could not be resolved: go by the name.
-                unannotated = annotation is param.empty or isinstance(annotation, str)
-                is_connection = unannotated and param.name in connection_names
-            if is_connection:
-                self.connection_name = param.name
-                first_is_connection = index == 0
             elif isinstance(annotation, type) and issubclass(annotation, BackgroundTasks):
                 self.background_name = param.name
             elif param.name in path_params:
@@ -103,11 +97,16 @@ class Endpoint:
                         f"{describe(func)}: path parameter {param.name!r} cannot be positional-only"
                     )
                 names.append(param.name)
+            elif param.name in connection_names:
+                is_connection = True  # by its name, whatever (else) it is annotated with
             elif param.default is param.empty:
                 raise TypeError(
                     f"{describe(func)}: parameter {param.name!r} is neither a path parameter of "
                     f"{path!r} nor the connection, and has no default"
                 )
+            if is_connection:
+                self.connection_name = param.name
+                first_is_connection = index == 0
             if is_connection and param.kind is param.POSITIONAL_ONLY and index != 0:
                 raise TypeError(
                     f"{describe(func)}: a positional-only connection parameter must be first"

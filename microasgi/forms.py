@@ -46,8 +46,10 @@ async def _parse_urlencoded(request: Request, max_fields: int) -> FormData:
     body = await request.body()
     try:
         items = parse_qsl(
-            body.decode("utf-8", "replace"), keep_blank_values=True, max_num_fields=max_fields
+            body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields, errors="strict"
         )
+    except UnicodeDecodeError:
+        raise HTTPException(400, "Form body is not valid UTF-8") from None
     except ValueError:
         raise HTTPException(400, f"Too many form fields (the limit is {max_fields})") from None
     return FormData(items)

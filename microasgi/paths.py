@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from typing import Any, Generic, TypeVar
+from urllib.parse import quote
 
 from microasgi.convertors import CONVERTORS, Convertor
 
@@ -115,10 +116,13 @@ class PathTemplate:
         return tuple(self.param_convertors)
 
     def format(self, params: dict[str, Any]) -> str:
-        """Fill in the parameters; `params` must name exactly this template's parameters."""
+        """Fill in the parameters, percent-encoded; `params` must name exactly
+        this template's parameters."""
 
         def replace(m: re.Match[str]) -> str:
-            return self.param_convertors[m.group(1)].to_string(params[m.group(1)])
+            convertor = self.param_convertors[m.group(1)]
+            text = convertor.to_string(params[m.group(1)])
+            return quote(text, safe="/" if convertor.matches_rest else "")
 
         return _PARAM.sub(replace, self.path)
 

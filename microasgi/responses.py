@@ -75,6 +75,8 @@ class Response:
         self.status_code = status_code
         if media_type is not None:
             self.media_type = media_type
+            if "charset=" in media_type:  # text is encoded in the charset it names
+                self.charset = media_type.split("charset=", 1)[1].split(";")[0].strip(' "')
         self.background = background
         self.body = b"" if _has_no_body(status_code) else self.render(content)
         self.raw_headers = self._init_headers(headers, len(self.body))

@@ -85,13 +85,15 @@ class Route(BaseRoute):
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Nothing has been sent until the end of the try block, so errors are
         # answered here (inside any middleware, which sees the answer go by).
+        request = None
         try:
             call = self._call
             params = scope["path_params"]
             if call.mode and call.is_async and len(params) == call.param_count:
                 # The usual shapes, called here without one more coroutine layer.
                 if call.mode == 2:
-                    result = await call.func(Request(scope, receive, send), **params)
+                    request = Request(scope, receive, send)
+                    result = await call.func(request, **params)
                 else:
                     result = await call.func(**params)
                 kind = type(result)
@@ -103,7 +105,8 @@ class Route(BaseRoute):
                 else:
                     body, response = None, to_response(result, self.endpoint)
             else:
-                result, background = await call(Request(scope, receive, send), params)
+                request = Request(scope, receive, send)
+                result, background = await call(request, params)
                 body, response = None, to_response(result, self.endpoint)
                 if background is not None and background.tasks:
                     if response.background is not None:
@@ -111,11 +114,17 @@ class Route(BaseRoute):
                     response.background = background
         except Exception as exc:
             await errors_for(scope).http_error(exc, scope, receive, send)
+            if request is not None and request.has_form:
+                await request.close()
             return
-        if body is not None:
-            await send_body(scope, send, body, content_type)
-        else:
-            await response(scope, receive, send)
+        try:
+            if body is not None:
+                await send_body(scope, send, body, content_type)
+            else:
+                await response(scope, receive, send)
+        finally:
+            if request is not None and request.has_form:
+                await request.close()  # uploaded files go away with the request
 
     def __repr__(self) -> str:
         return f"Route({self.path!r}, methods={sorted(self.methods)}, name={self.name!r})"
@@ -372,8 +381,11 @@ class Router:
 
             await serve_lifespan(self, scope, receive, send)
             return
-        if "router" not in scope and "app" not in scope:
-            scope["router"] = self
+        if "app" not in scope:  # served on its own, not by an App
+            if "router" not in scope:
+                scope["router"] = self
+            if "state" not in scope and self.lifespan_state is not None:
+                scope["state"] = dict(self.lifespan_state)
         await self._app(scope, receive, send)
 
     async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:

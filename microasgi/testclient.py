@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -209,7 +210,8 @@ class _HTTPExchange(httpx.AsyncByteStream):
         if self.body is not None:
             body, self.body = self.body, None
             return {"type": "http.request", "body": body, "more_body": False}
-        await self.over.wait()
+        if not self.over.is_set():  # no checkpoint when there is an answer already
+            await self.over.wait()
         return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
@@ -554,6 +556,9 @@ class TestClient(httpx.Client):
             stack.close()
             raise
         self._running = (stack, portal, core)
+        # A client dropped without close() must not leave its event loop thread
+        # behind: the interpreter would wait for it forever at exit.
+        self._finalizer = weakref.finalize(self, stack.close)
         return portal, core
 
     def _ensure_running(self) -> tuple[anyio.from_thread.BlockingPortal, _Core]:
@@ -584,6 +589,7 @@ class TestClient(httpx.Client):
         running, self._running = self._running, None
         try:
             if running is not None:
+                self._finalizer.detach()
                 running[0].close()
         finally:
             super().close()

@@ -57,14 +57,16 @@ class ErrorHandler:
         handlers = self.handlers
         if not handlers:
             return None
-        if isinstance(exc, HTTPException) and exc.status_code in handlers:
-            return handlers[exc.status_code]
+        expected = isinstance(exc, (HTTPException, WebSocketException))
+        if expected and getattr(exc, "status_code", None) in handlers:
+            return handlers[exc.status_code]  # type: ignore[union-attr]
         for cls in type(exc).__mro__:
+            if expected and cls is Exception:
+                # Exception and 500 handlers are for unexpected errors only.
+                return None
             if cls in handlers:
                 return handlers[cls]
-        if not isinstance(exc, (HTTPException, WebSocketException)):
-            return handlers.get(500)
-        return None
+        return handlers.get(500)
 
     async def _call_handler(
         self, handler: Callable[..., Any], connection: Any, exc: Exception
