@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
@@ -16,9 +16,8 @@ import pytest
 
 from microasgi import App, Request, StreamingResponse
 from microasgi.middleware.base import Middleware
-from microasgi.testclient import TestClient
-
-MakeClient = Callable[..., TestClient]
+from microasgi.types import Message
+from tests.helpers import Exchange, MakeClient, body_messages, http_scope
 
 
 @pytest.fixture
@@ -28,85 +27,6 @@ def no_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
         yield
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage() for r in errors]
-
-
-def make_scope(
-    method: str = "GET",
-    path: str = "/",
-    *,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    query_string: bytes = b"",
-    raw_path: bytes | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": raw_path if raw_path is not None else path.encode("utf-8", "replace"),
-        "root_path": "",
-        "query_string": query_string,
-        "headers": headers if headers is not None else [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 5555),
-        "server": ("testserver", 80),
-    }
-    scope.update(extra)
-    return scope
-
-
-class Exchange:
-    """Feeds `messages`, then waits for the end of the response and says http.disconnect."""
-
-    def __init__(self, messages: list[dict[str, Any]] | None = None) -> None:
-        if messages is None:
-            messages = [{"type": "http.request", "body": b"", "more_body": False}]
-        self.messages = list(messages)
-        self.sent: list[dict[str, Any]] = []
-        self.done = anyio.Event()
-        self.disconnected = False
-
-    async def receive(self) -> dict[str, Any]:
-        if self.disconnected:
-            return {"type": "http.disconnect"}
-        if self.messages:
-            message = self.messages.pop(0)
-            self.disconnected = message["type"] == "http.disconnect"
-            return message
-        await self.done.wait()
-        self.disconnected = True
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.done.set()
-
-    async def run(self, app: Any, scope: dict[str, Any]) -> Exchange:
-        # Any exception escaping the app fails the test; so does a hang.
-        with anyio.fail_after(3):
-            await app(scope, self.receive, self.send)
-        return self
-
-    @property
-    def status(self) -> int | None:
-        for message in self.sent:
-            if message["type"] == "http.response.start":
-                return int(message["status"])
-        return None
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
-
-
-def chunked(*chunks: bytes) -> list[dict[str, Any]]:
-    return [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
 
 
 def make_app(**options: Any) -> tuple[App, list[str]]:
@@ -259,8 +179,8 @@ def test_body_over_limit_chunked_through_client(
 async def test_body_over_limit_chunked_without_content_length(path: str, no_errors: None) -> None:
     app, _ = make_app(max_body_size=100)
     headers = [(b"host", b"t"), (b"content-type", b"application/x-www-form-urlencoded")]
-    messages = chunked(b"a=", *([b"x" * 30] * 10))
-    ex = await Exchange(messages).run(app, make_scope("POST", path, headers=headers))
+    messages = body_messages(b"a=", *([b"x" * 30] * 10))
+    ex = await Exchange(messages).run(app, http_scope("POST", path, headers=headers))
     assert ex.status == 413
 
 
@@ -269,7 +189,9 @@ async def test_body_over_limit_chunked_without_content_length(path: str, no_erro
 async def test_bad_content_length_is_not_a_500(value: bytes, no_errors: None) -> None:
     app, _ = make_app(max_body_size=100)
     headers = [(b"host", b"t"), (b"content-length", value)]
-    ex = await Exchange(chunked(b"hello")).run(app, make_scope("POST", "/body", headers=headers))
+    ex = await Exchange(body_messages(b"hello")).run(
+        app, http_scope("POST", "/body", headers=headers)
+    )
     assert ex.status is not None
     assert ex.status == 200 or 400 <= ex.status < 500
     if ex.status == 200:
@@ -280,7 +202,7 @@ async def test_bad_content_length_is_not_a_500(value: bytes, no_errors: None) ->
 async def test_huge_content_length_is_413(no_errors: None) -> None:
     app, _ = make_app(max_body_size=100)
     headers = [(b"host", b"t"), (b"content-length", b"9" * 40)]
-    ex = await Exchange(chunked(b"x")).run(app, make_scope("POST", "/body", headers=headers))
+    ex = await Exchange(body_messages(b"x")).run(app, http_scope("POST", "/body", headers=headers))
     assert ex.status == 413
 
 
@@ -291,7 +213,7 @@ async def test_huge_content_length_is_413(no_errors: None) -> None:
 @pytest.mark.parametrize("path", ["users", "", "secret", "*", "files/x"])
 async def test_path_without_leading_slash_is_400(path: str, no_errors: None) -> None:
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", path))
+    ex = await Exchange().run(app, http_scope("GET", path))
     assert ex.status == 400
     assert calls == []
 
@@ -310,7 +232,7 @@ async def test_path_without_leading_slash_is_400(path: str, no_errors: None) -> 
 )
 async def test_dot_segments_do_not_reach_other_routes(path: str, no_errors: None) -> None:
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", path))
+    ex = await Exchange().run(app, http_scope("GET", path))
     assert ex.status in (400, 404)
     assert "secret" not in calls
     assert b"the secret" not in ex.body
@@ -320,7 +242,7 @@ async def test_dot_segments_do_not_reach_other_routes(path: str, no_errors: None
 async def test_dot_segments_captured_by_path_convertor_not_resolved(no_errors: None) -> None:
     """A {rest:path} parameter gets the dot segments as sent; nothing is resolved."""
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", "/tree/../secret"))
+    ex = await Exchange().run(app, http_scope("GET", "/tree/../secret"))
     assert ex.status == 200
     assert json.loads(ex.body) == {"rest": "../secret"}
     assert "secret" not in calls
@@ -329,7 +251,7 @@ async def test_dot_segments_captured_by_path_convertor_not_resolved(no_errors: N
 @pytest.mark.anyio
 async def test_dot_dot_as_a_single_segment_parameter(no_errors: None) -> None:
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", "/files/.."))
+    ex = await Exchange().run(app, http_scope("GET", "/files/.."))
     assert ex.status in (200, 400, 404)
     assert "secret" not in calls
     if ex.status == 200:
@@ -345,10 +267,10 @@ async def test_percent_encoded_slash_routes_on_decoded_path(no_errors: None) -> 
     `{rest:path}` route gets "a/b". raw_path is not consulted.
     """
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", "/files/a/b", raw_path=b"/files/a%2Fb"))
+    ex = await Exchange().run(app, http_scope("GET", "/files/a/b", raw_path=b"/files/a%2Fb"))
     assert ex.status == 404
     assert calls == []
-    ex = await Exchange().run(app, make_scope("GET", "/tree/a/b", raw_path=b"/tree/a%2Fb"))
+    ex = await Exchange().run(app, http_scope("GET", "/tree/a/b", raw_path=b"/tree/a%2Fb"))
     assert ex.status == 200
     assert json.loads(ex.body) == {"rest": "a/b"}
 
@@ -357,7 +279,7 @@ async def test_percent_encoded_slash_routes_on_decoded_path(no_errors: None) -> 
 async def test_literal_percent_2f_in_decoded_path_is_not_decoded_again(no_errors: None) -> None:
     """A client that sent %252F gets path "/files/a%2Fb": one segment, not decoded twice."""
     app, calls = make_app()
-    scope = make_scope("GET", "/files/a%2Fb", raw_path=b"/files/a%252Fb")
+    scope = http_scope("GET", "/files/a%2Fb", raw_path=b"/files/a%252Fb")
     ex = await Exchange().run(app, scope)
     assert ex.status == 200
     assert json.loads(ex.body) == {"name": "a%2Fb"}
@@ -378,7 +300,7 @@ def test_percent_encoded_slash_through_client(make_client: MakeClient, no_errors
 )
 async def test_odd_paths_not_500(path: str, no_errors: None) -> None:
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", path))
+    ex = await Exchange().run(app, http_scope("GET", path))
     assert ex.status is not None
     assert ex.status < 500
     if "secret" in calls:
@@ -389,7 +311,7 @@ async def test_odd_paths_not_500(path: str, no_errors: None) -> None:
 @pytest.mark.parametrize("method", ["BREW", "get", "CONNECT", "TRACE", ""])
 async def test_unknown_methods_not_500(method: str, no_errors: None) -> None:
     app, _ = make_app()
-    ex = await Exchange().run(app, make_scope(method, "/users"))
+    ex = await Exchange().run(app, http_scope(method, "/users"))
     assert ex.status is not None
     assert 400 <= ex.status < 500
 
@@ -418,7 +340,7 @@ BAD_HOSTS = [
 async def test_hostile_host_header(host: bytes, no_errors: None) -> None:
     app, _ = make_app()
     headers = [(b"host", host)]
-    scope = make_scope("GET", "/where", headers=headers, query_string=b"q=1")
+    scope = http_scope("GET", "/where", headers=headers, query_string=b"q=1")
     ex = await Exchange().run(app, scope)
     assert ex.status == 200
     data = json.loads(ex.body)
@@ -434,7 +356,7 @@ async def test_hostile_host_header(host: bytes, no_errors: None) -> None:
 async def test_duplicated_host_headers(no_errors: None) -> None:
     app, _ = make_app()
     headers = [(b"host", b"good.example"), (b"host", b"evil.com/?x#")]
-    ex = await Exchange().run(app, make_scope("GET", "/where", headers=headers))
+    ex = await Exchange().run(app, http_scope("GET", "/where", headers=headers))
     assert ex.status in (200, 400)
     if ex.status == 200:
         data = json.loads(ex.body)
@@ -443,7 +365,7 @@ async def test_duplicated_host_headers(no_errors: None) -> None:
         assert data["url"] == f"http://{data['netloc']}/where"
     # And the other way round: the first Host header is the hostile one.
     headers = [(b"host", b"evil.com/?x#"), (b"host", b"good.example")]
-    ex = await Exchange().run(app, make_scope("GET", "/where", headers=headers))
+    ex = await Exchange().run(app, http_scope("GET", "/where", headers=headers))
     assert ex.status in (200, 400)
     if ex.status == 200:
         data = json.loads(ex.body)
@@ -479,7 +401,7 @@ def test_good_host_with_port_is_used(make_client: MakeClient, no_errors: None) -
 @pytest.mark.anyio
 async def test_non_utf8_query_string(no_errors: None) -> None:
     app, _ = make_app()
-    scope = make_scope("GET", "/inspect", query_string=b"a=%ff&b=\xff\xfe&c=ok&%zz=%&d=%c3%a9")
+    scope = http_scope("GET", "/inspect", query_string=b"a=%ff&b=\xff\xfe&c=ok&%zz=%&d=%c3%a9")
     ex = await Exchange().run(app, scope)
     assert ex.status == 200
     data = json.loads(ex.body)
@@ -498,7 +420,7 @@ async def test_non_utf8_header_values(no_errors: None) -> None:
         (b"user-agent", b"caf\xe9"),
         (b"cookie", b"a=\xff; b=ok"),
     ]
-    ex = await Exchange().run(app, make_scope("GET", "/inspect", headers=headers))
+    ex = await Exchange().run(app, http_scope("GET", "/inspect", headers=headers))
     assert ex.status == 200
     data = json.loads(ex.body)
     received = dict((k, v) for k, v in data["headers"])
@@ -512,7 +434,7 @@ async def test_non_utf8_header_values(no_errors: None) -> None:
 async def test_non_utf8_header_name(no_errors: None) -> None:
     app, _ = make_app()
     headers = [(b"host", b"testserver"), (b"x-\xff", b"v")]
-    ex = await Exchange().run(app, make_scope("GET", "/inspect", headers=headers))
+    ex = await Exchange().run(app, http_scope("GET", "/inspect", headers=headers))
     assert ex.status == 200
     assert ["x-\xff", "v"] in json.loads(ex.body)["headers"]
 
@@ -521,7 +443,7 @@ async def test_non_utf8_header_name(no_errors: None) -> None:
 async def test_non_utf8_path_param(no_errors: None) -> None:
     """Servers (uvicorn, hypercorn) percent-decode %FF to U+FFFD."""
     app, calls = make_app()
-    ex = await Exchange().run(app, make_scope("GET", "/files/\ufffd", raw_path=b"/files/%FF"))
+    ex = await Exchange().run(app, http_scope("GET", "/files/\ufffd", raw_path=b"/files/%FF"))
     assert ex.status == 200
     assert json.loads(ex.body) == {"name": "\ufffd"}
     assert calls == ["file:\ufffd"]
@@ -555,7 +477,7 @@ async def test_disconnect_mid_body(path: str, with_middleware: bool, no_errors: 
         {"type": "http.request", "body": b"a=partial", "more_body": True},
         {"type": "http.disconnect"},
     ]
-    ex = await Exchange(messages).run(app, make_scope("POST", path, headers=headers))
+    ex = await Exchange(messages).run(app, http_scope("POST", path, headers=headers))
     # Nobody is left to answer: in particular no 500 went out.
     assert ex.status != 500
     assert all(m.get("status") != 500 for m in ex.sent)
@@ -565,7 +487,7 @@ async def test_disconnect_mid_body(path: str, with_middleware: bool, no_errors: 
 @pytest.mark.anyio
 async def test_disconnect_before_any_body(no_errors: None) -> None:
     app, _ = make_app()
-    ex = await Exchange([{"type": "http.disconnect"}]).run(app, make_scope("POST", "/json"))
+    ex = await Exchange([{"type": "http.disconnect"}]).run(app, http_scope("POST", "/json"))
     assert ex.status != 500
 
 
@@ -595,17 +517,17 @@ async def test_disconnect_mid_response(kind: str, no_errors: None) -> None:
         return StreamingResponse(agen() if kind == "async" else sgen())
 
     class GoneAfterTwoChunks(Exchange):
-        async def send(self, message: dict[str, Any]) -> None:
+        async def send(self, message: Message) -> None:
             await super().send(message)
             chunks = [m for m in self.sent if m["type"] == "http.response.body"]
             if len(chunks) == 2:
                 self.done.set()  # receive() now says http.disconnect
 
-    ex = await GoneAfterTwoChunks().run(app, make_scope("GET", "/feed"))
+    ex = await GoneAfterTwoChunks().run(app, http_scope("GET", "/feed"))
     assert ex.status == 200
     assert events == ["closed"]
-    body_messages = [m for m in ex.sent if m["type"] == "http.response.body"]
-    assert len(body_messages) < 10_000
+    bodies = [m for m in ex.sent if m["type"] == "http.response.body"]
+    assert len(bodies) < 10_000
 
 
 @pytest.mark.anyio
@@ -614,7 +536,7 @@ async def test_send_raises_oserror_on_plain_response() -> None:
     app, _ = make_app()
 
     class Gone(Exchange):
-        async def send(self, message: dict[str, Any]) -> None:
+        async def send(self, message: Message) -> None:
             raise OSError("connection lost")
 
-    await Gone().run(app, make_scope("GET", "/users"))
+    await Gone().run(app, http_scope("GET", "/users"))

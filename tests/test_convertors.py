@@ -470,3 +470,43 @@ def test_url_path_for_refuses_values_that_cannot_match() -> None:
         app.url_path_for("str", value="a/b")
     with pytest.raises((ValueError, NoMatchFound)):
         app.url_path_for("str", value="")
+
+
+def test_float_too_long_to_be_finite_does_not_match(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/f/{value:float}")
+    async def f(value: float) -> dict[str, float]:
+        return {"value": value}
+
+    assert make_client(app).get("/f/" + "1" * 400).status_code == 404
+
+
+def test_url_path_for_percent_encodes_values() -> None:
+    app = App()
+
+    @app.get("/hello/{name}")
+    async def hello(name: str) -> str:
+        return name
+
+    @app.get("/files/{rest:path}")
+    async def files(rest: str) -> str:
+        return rest
+
+    assert app.url_path_for("hello", name="a b#c?") == "/hello/a%20b%23c%3F"
+    with pytest.raises(ValueError):  # the server would decode %2F and not route it here
+        app.url_path_for("hello", name="a/b")
+    assert app.url_path_for("files", rest="dir/a b.txt") == "/files/dir/a%20b.txt"
+
+
+def test_url_for_round_trips_through_the_router(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/hello/{name}")
+    async def hello(request: Request, name: str) -> dict[str, str]:
+        return {"name": name, "url": str(request.url_for("hello", name="é ?"))}
+
+    client = make_client(app)
+    url = client.get("/hello/x").json()["url"]
+    assert url == "http://testserver/hello/%C3%A9%20%3F"
+    assert client.get(url).json()["name"] == "é ?"

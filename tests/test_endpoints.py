@@ -26,48 +26,7 @@ from microasgi import (
 )
 from microasgi.requests import HTTPConnection
 from microasgi.testclient import AsyncTestClient
-
-# -- a raw ASGI driver, to see exactly what the app sends ---------------------------------
-
-
-async def raw_http(app: Any, method: str, path: str, *, on_send: Any = None) -> list[Any]:
-    """Run one HTTP request through `app`; return the messages it sent."""
-    messages: list[Any] = []
-    done = anyio.Event()
-    body_given = False
-
-    async def receive() -> Any:
-        nonlocal body_given
-        if not body_given:
-            body_given = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            done.set()
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("testclient", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-        "extensions": {},
-    }
-    await app(scope, receive, send)
-    return messages
-
+from tests.helpers import http_scope, run_app
 
 # -- threads --------------------------------------------------------------------------
 
@@ -243,7 +202,7 @@ def test_none_becomes_204_without_body(make_client: Any, sync: bool) -> None:
 
 @pytest.mark.anyio
 async def test_none_sends_no_body_bytes() -> None:
-    messages = await raw_http(returning(None), "GET", "/")
+    messages = (await run_app(returning(None), http_scope("GET", "/"))).sent
     assert messages[0]["status"] == 204
     assert b"".join(m.get("body", b"") for m in messages[1:]) == b""
 
@@ -609,11 +568,11 @@ async def test_injected_tasks_run_after_the_responses_own_background() -> None:
         tasks.add_task(mark, "json")
         return JSONResponse({"a": 1})
 
-    messages = await raw_http(app, "GET", "/")
+    messages = (await run_app(app, http_scope("GET", "/"))).sent
     assert messages[1]["body"] == b"hi"
     assert order == ["response", "injected"]
     order.clear()
-    await raw_http(app, "GET", "/json")
+    await run_app(app, http_scope("GET", "/json"))
     assert order == ["json"]
 
 
@@ -625,7 +584,7 @@ async def test_unused_background_tasks_parameter_is_harmless() -> None:
     async def endpoint(tasks: BackgroundTasks) -> str:
         return "nothing queued"
 
-    messages = await raw_http(app, "GET", "/")
+    messages = (await run_app(app, http_scope("GET", "/"))).sent
     assert messages[0]["status"] == 200
     assert messages[1]["body"] == b"nothing queued"
 
@@ -641,3 +600,13 @@ def test_unresolvable_string_annotation_falls_back_to_the_parameter_name(
 
     app.router.add_route("/where", endpoint)
     assert make_client(app).get("/where").text == "/where"
+
+
+def test_connection_bound_by_name_whatever_its_annotation(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/any")
+    async def endpoint(request: Any) -> str:
+        return str(request.url.path)
+
+    assert make_client(app).get("/any").text == "/any"

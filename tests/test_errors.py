@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import anyio
 import pytest
 
 from microasgi import (
@@ -19,7 +18,8 @@ from microasgi import (
     WebSocketDisconnect,
 )
 from microasgi.middleware import Middleware
-from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+from microasgi.types import ASGIApp, Receive, Scope, Send
+from tests.helpers import AddHeader, http_scope, run_app
 
 
 class Boom(Exception):
@@ -28,29 +28,6 @@ class Boom(Exception):
 
 class SubBoom(Boom):
     pass
-
-
-class AddHeader:
-    """A pure-ASGI middleware that stamps a header on every http.response.start."""
-
-    def __init__(self, app: ASGIApp, name: str = "x-mw", value: str = "yes") -> None:
-        self.app = app
-        self.name = name.encode()
-        self.value = value.encode()
-        self.seen_statuses: list[int] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", []), (self.name, self.value)]
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
 
 
 class Explode:
@@ -63,47 +40,6 @@ class Explode:
         if scope["type"] == "http" and scope["path"] == "/mw-boom":
             raise Boom("raised in middleware")
         await self.app(scope, receive, send)
-
-
-def http_scope(path: str, method: str = "GET") -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-
-
-async def drive(app: ASGIApp, path: str, method: str = "GET") -> list[Message]:
-    """Run one HTTP request through `app` directly; return every message it sent."""
-    messages: list[Message] = []
-    body_sent = False
-    done = anyio.Event()
-
-    async def receive() -> Message:
-        nonlocal body_sent
-        if not body_sent:
-            body_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            done.set()
-
-    with anyio.fail_after(5):
-        await app(http_scope(path, method), receive, send)
-    return messages
 
 
 def microasgi_errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -755,7 +691,7 @@ async def test_exception_after_response_started_sends_no_second_start(
         return StreamingResponse(gen(), media_type="text/plain")
 
     caplog.set_level(logging.ERROR, logger="microasgi")
-    messages = await drive(app, "/stream")
+    messages = (await run_app(app, http_scope("GET", "/stream"))).sent
     starts = [m for m in messages if m["type"] == "http.response.start"]
     assert len(starts) == 1
     assert starts[0]["status"] == 200
@@ -782,7 +718,7 @@ async def test_exception_after_complete_response_is_logged_not_answered(
     app = App()
     app.mount("/raw", raw)
     caplog.set_level(logging.ERROR, logger="microasgi")
-    messages = await drive(app, "/raw/x")
+    messages = (await run_app(app, http_scope("GET", "/raw/x"))).sent
     assert [m["type"] for m in messages] == ["http.response.start", "http.response.body"]
     assert messages[0]["status"] == 201
     assert "after the end" in caplog.text
@@ -961,3 +897,30 @@ def test_http_style_exception_handler_still_denies_websocket_before_accept(
 
     with pytest.raises(WebSocketDenied):
         make_client(app).websocket_connect("/ws", timeout=2)
+
+
+def test_exception_handler_does_not_take_http_exceptions(make_client: Any) -> None:
+    """A handler for Exception is for unexpected errors: 404 and 405 keep their answers."""
+    app = App()
+    caught: list[Exception] = []
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> PlainTextResponse:
+        caught.append(exc)
+        return PlainTextResponse("sorry", 500)
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise KeyError("x")
+
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise HTTPException(418)
+
+    client = make_client(app)
+    assert client.get("/missing").status_code == 404
+    assert client.post("/boom").status_code == 405
+    assert client.get("/teapot").status_code == 418
+    assert caught == []
+    assert client.get("/boom").text == "sorry"
+    assert len(caught) == 1 and isinstance(caught[0], KeyError)

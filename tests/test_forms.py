@@ -7,16 +7,12 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable
 from typing import Any
 
-import anyio
 import pytest
 
 from microasgi import App, Request, UploadFile
-from microasgi.testclient import TestClient
-
-MakeClient = Callable[..., TestClient]
+from tests.helpers import MakeClient, body_messages, http_scope, run_app
 
 BOUNDARY = "----microasgiBoundary7MA4YWxk"
 
@@ -326,33 +322,10 @@ async def test_multipart_in_small_chunks() -> None:
         [("a", b"alpha"), ("f", b"file-data" * 50, "f.txt", "text/plain"), ("b", b"beta")]
     )
     chunks = [body[i : i + 7] for i in range(0, len(body), 7)]
-    messages = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        await anyio.sleep(10)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/form",
-        "scheme": "http",
-        "query_string": b"",
-        "headers": [(b"content-type", MULTIPART.encode())],
-    }
-    with anyio.fail_after(5):
-        await app(scope, receive, send)
-    assert sent[0]["status"] == 200
-    data = json.loads(sent[1]["body"])
+    scope = http_scope("POST", "/form", headers=[(b"content-type", MULTIPART.encode())])
+    ex = await run_app(app, scope, body_messages(*chunks))
+    assert ex.status == 200
+    data = json.loads(ex.body)
     assert data["a"] == ["alpha"]
     assert data["b"] == ["beta"]
     assert data["f"][0]["data"] == "file-data" * 50
@@ -523,32 +496,9 @@ async def test_multipart_over_limit_without_content_length() -> None:
     app = form_app(max_body_size=1000)
     body = multipart_body([("f", b"x" * 5000, "f.bin", "application/octet-stream")])
     chunks = [body[i : i + 500] for i in range(0, len(body), 500)]
-    messages = [
-        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
-        for i, c in enumerate(chunks)
-    ]
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        if messages:
-            return messages.pop(0)
-        await anyio.sleep(10)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/form",
-        "scheme": "http",
-        "query_string": b"",
-        "headers": [(b"content-type", MULTIPART.encode())],
-    }
-    with anyio.fail_after(5):
-        await app(scope, receive, send)
-    assert sent[0]["status"] == 413
+    scope = http_scope("POST", "/form", headers=[(b"content-type", MULTIPART.encode())])
+    ex = await run_app(app, scope, body_messages(*chunks))
+    assert ex.status == 413
 
 
 def test_uploads_closed_when_parse_fails(
@@ -635,3 +585,30 @@ def test_request_close_closes_uploads(make_client: MakeClient) -> None:
     r = make_client(app).post("/close", content=body, headers={"content-type": MULTIPART})
     assert r.text == "closed"
     assert files and files[0].closed
+
+
+def test_urlencoded_invalid_utf8_is_400(make_client: MakeClient) -> None:
+    client = make_client(form_app())
+    for body in (b"a=%ff%fe", b"a=\xff"):
+        r = client.post(
+            "/form", content=body, headers={"content-type": "application/x-www-form-urlencoded"}
+        )
+        assert r.status_code == 400
+        assert "UTF-8" in r.text
+
+
+def test_uploaded_files_are_closed_after_the_response(make_client: MakeClient) -> None:
+    app = App()
+    kept: list[UploadFile] = []
+
+    @app.post("/upload")
+    async def upload(request: Request) -> dict[str, bool]:
+        form = await request.form()
+        file = form["f"]
+        assert isinstance(file, UploadFile)
+        kept.append(file)
+        return {"open": not file.file.closed}
+
+    r = make_client(app).post("/upload", files={"f": ("a.txt", b"data", "text/plain")})
+    assert r.json() == {"open": True}
+    assert kept[0].file.closed

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +17,7 @@ import httpx
 import pytest
 
 from microasgi import App, Request, Response, StreamingResponse, WebSocket, WebSocketDisconnect
+from tests.helpers import free_port
 
 uvicorn = pytest.importorskip("uvicorn")
 
@@ -33,13 +33,6 @@ class Served:
     port: int
     events: list[str]
     proceed: threading.Event = field(default_factory=threading.Event)
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def build_app(events: list[str], proceed: threading.Event) -> App:

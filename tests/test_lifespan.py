@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +13,7 @@ import pytest
 
 from microasgi import App, Request, Router, WebSocket
 from microasgi.types import ASGIApp, Message
+from tests.helpers import Exchange, http_scope, run_app
 
 _MISSING: Any = object()
 
@@ -64,61 +64,6 @@ async def run_lifespan(
     return startup_reply, shutdown_reply
 
 
-def http_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-
-
-async def request(app: ASGIApp, path: str) -> tuple[int, bytes]:
-    """One GET through `app`, with a scope that has no "state" key."""
-    status = 0
-    body = b""
-    sent = False
-    done = anyio.Event()
-
-    async def receive() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        nonlocal status, body
-        if message["type"] == "http.response.start":
-            status = message["status"]
-        elif message["type"] == "http.response.body":
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                done.set()
-
-    with anyio.fail_after(5):
-        await app(http_scope(path), receive, send)
-    return status, body
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 # -- state ------------------------------------------------------------------------------
 
 
@@ -157,28 +102,6 @@ def test_lifespan_state_reaches_requests_and_websockets(make_client: Any) -> Non
     assert events == ["startup", "shutdown"]
 
 
-def test_request_state_is_per_request_over_lifespan_state(make_client: Any) -> None:
-    @asynccontextmanager
-    async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
-        yield {"shared": "yes"}
-
-    app = App(lifespan=lifespan)
-
-    @app.get("/set")
-    async def set_it(request: Request) -> str:
-        request.state.mine = "set"
-        request.state.shared = "overridden"
-        return "ok"
-
-    @app.get("/get")
-    async def get_it(request: Request) -> dict[str, Any]:
-        return {"mine": "mine" in request.state, "shared": request.state.shared}
-
-    with make_client(app) as client:
-        client.get("/set")
-        assert client.get("/get").json() == {"mine": False, "shared": "yes"}
-
-
 def test_lifespan_receives_the_app(make_client: Any) -> None:
     seen: list[Any] = []
 
@@ -191,25 +114,6 @@ def test_lifespan_receives_the_app(make_client: Any) -> None:
     with make_client(app):
         pass
     assert seen == [app]
-
-
-def test_no_lifespan_without_with_block(make_client: Any) -> None:
-    events: list[str] = []
-
-    @asynccontextmanager
-    async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
-        events.append("startup")
-        yield {"x": 1}
-
-    app = App(lifespan=lifespan)
-
-    @app.get("/")
-    async def index(request: Request) -> dict[str, bool]:
-        return {"has_x": "x" in request.state}
-
-    client = make_client(app)
-    assert client.get("/").json() == {"has_x": False}
-    assert events == []
 
 
 @pytest.mark.anyio
@@ -237,17 +141,21 @@ async def test_state_reaches_requests_when_server_passes_no_state() -> None:
         return "inner:" + request.state.db
 
     app.mount("/sub", sub)
-    results: list[tuple[int, bytes]] = []
+    results: list[Exchange] = []
 
     async def between() -> None:
-        results.append(await request(app, "/"))
-        results.append(await request(app, "/scratch"))
-        results.append(await request(app, "/sub/inner"))
+        results.append(await run_app(app, http_scope("GET", "/")))
+        results.append(await run_app(app, http_scope("GET", "/scratch")))
+        results.append(await run_app(app, http_scope("GET", "/sub/inner")))
 
     startup, shutdown = await run_lifespan(app, between)
     assert startup["type"] == "lifespan.startup.complete"
     assert shutdown is not None and shutdown["type"] == "lifespan.shutdown.complete"
-    assert results == [(200, b"connected"), (200, b"False"), (200, b"inner:connected")]
+    assert [(ex.status, ex.body) for ex in results] == [
+        (200, b"connected"),
+        (200, b"False"),
+        (200, b"inner:connected"),
+    ]
 
 
 @pytest.mark.anyio
@@ -613,7 +521,8 @@ async def test_background_task_crash_is_logged_and_app_keeps_running(
                     break
                 await anyio.sleep(0.01)
         assert crash_logged()
-        assert await request(app, "/") == (200, b"alive")
+        ex = await run_app(app, http_scope("GET", "/"))
+        assert (ex.status, ex.body) == (200, b"alive")
         # The other task was not taken down by the crash.
         assert not cancelled.is_set()
 
@@ -744,3 +653,36 @@ async def test_child_shutdown_failure_still_runs_parent_exit() -> None:
     assert shutdown["type"] == "lifespan.shutdown.failed"
     assert "child could not close" in shutdown["message"]
     assert events == ["parent:up", "parent:down"]
+
+
+@pytest.mark.anyio
+async def test_standalone_router_passes_lifespan_state_without_server_support() -> None:
+    """A Router served on its own fills in state when the server passes none."""
+
+    @asynccontextmanager
+    async def lifespan(router: Any) -> AsyncIterator[dict[str, str]]:
+        yield {"db": "connected"}
+
+    router = Router(lifespan=lifespan)
+
+    @router.get("/")
+    async def index(request: Request) -> dict[str, str]:
+        return {"db": request.state.db}
+
+    lifespan_in = [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}]
+    lifespan_out: list[Message] = []
+
+    async def receive() -> Message:
+        return lifespan_in.pop(0)
+
+    async def send(message: Message) -> None:
+        lifespan_out.append(message)
+        if message["type"] == "lifespan.startup.complete":
+            exchange = await run_app(router, http_scope("GET", "/"), [])
+            assert exchange.body == b'{"db":"connected"}'
+
+    await router({"type": "lifespan"}, receive, send)  # no "state" key: no server support
+    assert [m["type"] for m in lifespan_out] == [
+        "lifespan.startup.complete",
+        "lifespan.shutdown.complete",
+    ]

@@ -21,59 +21,40 @@ from microasgi import (
 )
 from microasgi.middleware import Middleware
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
+from tests.helpers import AddHeader, Exchange, http_scope
 
 
-class Recorder:
-    """Records `name:in` / `name:out` around the app, and stamps a header."""
+class Recorder(AddHeader):
+    """Records `name:in` / `name:out` around the app, and stamps `x-through: name`."""
 
     instances = 0
 
-    def __init__(self, app: ASGIApp, name: str, log: list[str], *, header: bool = True) -> None:
+    def __init__(self, app: ASGIApp, name: str, log: list[str]) -> None:
         type(self).instances += 1
-        self.app = app
+        super().__init__(app, "x-through", name)
         self.name = name
         self.log = log
-        self.header = header
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         self.log.append(f"{self.name}:in")
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start" and self.header:
-                message = dict(message)
-                message["headers"] = [
-                    *message.get("headers", []),
-                    (b"x-through", self.name.encode()),
-                ]
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
+        await super().__call__(scope, receive, send)
         self.log.append(f"{self.name}:out")
 
 
-class HTTPOnly:
-    """A middleware that only knows HTTP: it passes every other scope straight through."""
+class HTTPOnly(AddHeader):
+    """A middleware that only knows HTTP (it stamps `x-http-only: 1`); it passes every
+    other scope straight through. `seen` gets the type of every scope."""
 
     def __init__(self, app: ASGIApp, seen: list[str]) -> None:
-        self.app = app
+        super().__init__(app, "x-http-only", "1")
         self.seen = seen
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.seen.append(scope["type"])
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def wrapped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message = dict(message)
-                message["headers"] = [*message.get("headers", []), (b"x-http-only", b"1")]
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
+        await super().__call__(scope, receive, send)
 
 
 def through(response: Any) -> list[str]:
@@ -544,23 +525,6 @@ def test_contextvar_does_not_leak_between_requests_or_into_test(make_client: Any
 # -- streaming through middleware ------------------------------------------------------------
 
 
-def http_scope(path: str) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1234),
-        "server": ("testserver", 80),
-    }
-
-
 @pytest.mark.anyio
 async def test_streaming_through_middleware_is_not_buffered() -> None:
     log: list[str] = []
@@ -585,29 +549,16 @@ async def test_streaming_through_middleware_is_not_buffered() -> None:
 
         return StreamingResponse(gen())
 
-    messages: list[Message] = []
-    done = anyio.Event()
-    request_sent = False
+    class Server(Exchange):
+        """Lets the generator go on once the first chunk has reached the server."""
 
-    async def receive() -> Message:
-        nonlocal request_sent
-        if not request_sent:
-            request_sent = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body":
-            if message.get("body") == b"first":
+        async def send(self, message: Message) -> None:
+            await super().send(message)
+            if message["type"] == "http.response.body" and message.get("body") == b"first":
                 events.append("first chunk sent")
                 first_chunk_arrived.set()
-            if not message.get("more_body", False):
-                done.set()
 
-    with anyio.fail_after(3):
-        await app(http_scope("/stream"), receive, send)
+    messages = (await Server().run(app, http_scope("GET", "/stream"), timeout=3)).sent
     # The first chunk left the app before the generator went on (or it would deadlock).
     assert events == ["first chunk sent", "generator waits", "generator resumes"]
     assert messages[0]["type"] == "http.response.start"

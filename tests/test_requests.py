@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,102 +13,7 @@ import pytest
 
 from microasgi import App, HTTPException, Request, Router
 from microasgi.requests import ClientDisconnect
-from microasgi.testclient import TestClient
-
-MakeClient = Callable[..., TestClient]
-
-# -- driving the app directly --------------------------------------------------------
-
-
-def make_scope(
-    method: str = "GET",
-    path: str = "/",
-    *,
-    headers: list[tuple[bytes, bytes]] | None = None,
-    query_string: bytes = b"",
-    **extra: Any,
-) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode("utf-8"),
-        "root_path": "",
-        "query_string": query_string,
-        "headers": headers if headers is not None else [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 12345),
-        "server": ("testserver", 80),
-    }
-    scope.update(extra)
-    return scope
-
-
-def body_messages(*chunks: bytes) -> list[dict[str, Any]]:
-    """One http.request message per chunk, the last one with more_body=False."""
-    if not chunks:
-        return [{"type": "http.request", "body": b"", "more_body": False}]
-    return [
-        {"type": "http.request", "body": chunk, "more_body": i < len(chunks) - 1}
-        for i, chunk in enumerate(chunks)
-    ]
-
-
-class Exchange:
-    """A fake server connection: feeds `messages`, records what the app sends.
-
-    Once the messages run out, receive() waits until the response is complete
-    and then says http.disconnect (as servers do); after a disconnect it keeps
-    saying so.
-    """
-
-    def __init__(self, messages: list[dict[str, Any]]) -> None:
-        self.messages = list(messages)
-        self.sent: list[dict[str, Any]] = []
-        self.receive_calls = 0
-        self.done = anyio.Event()
-        self.disconnected = False
-
-    async def receive(self) -> dict[str, Any]:
-        self.receive_calls += 1
-        if self.disconnected:
-            return {"type": "http.disconnect"}
-        if self.messages:
-            message = self.messages.pop(0)
-            if message["type"] == "http.disconnect":
-                self.disconnected = True
-            return message
-        await self.done.wait()
-        self.disconnected = True
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            self.done.set()
-
-    async def run(self, app: Any, scope: dict[str, Any], timeout: float = 3) -> Exchange:
-        with anyio.fail_after(timeout):
-            await app(scope, self.receive, self.send)
-        return self
-
-    @property
-    def status(self) -> int | None:
-        for message in self.sent:
-            if message["type"] == "http.response.start":
-                return int(message["status"])
-        return None
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.sent if m["type"] == "http.response.body")
-
-
-async def call(app: Any, scope: dict[str, Any], messages: list[dict[str, Any]]) -> Exchange:
-    return await Exchange(messages).run(app, scope)
-
+from tests.helpers import Exchange, MakeClient, body_messages, http_scope, run_app
 
 # -- method, url, headers, query, path params ------------------------------------------
 
@@ -174,8 +79,8 @@ def test_url_non_ascii_path_is_percent_encoded(make_client: MakeClient) -> None:
 @pytest.mark.anyio
 async def test_url_from_server_when_no_host_header() -> None:
     app = echo_app()
-    scope = make_scope("GET", "/echo/q", headers=[], server=("10.0.0.1", 8080))
-    ex = await call(app, scope, body_messages())
+    scope = http_scope("GET", "/echo/q", headers=[], server=("10.0.0.1", 8080))
+    ex = await run_app(app, scope, body_messages())
     data = json.loads(ex.body)
     assert data["netloc"] == "10.0.0.1:8080"
     assert data["url"] == "http://10.0.0.1:8080/echo/q"
@@ -223,7 +128,7 @@ async def test_duplicate_headers_kept_in_order() -> None:
         (b"x-multi", b"b"),
         (b"x-multi", b"c"),
     ]
-    ex = await call(app, make_scope("GET", "/h", headers=headers), body_messages())
+    ex = await run_app(app, http_scope("GET", "/h", headers=headers), body_messages())
     data = json.loads(ex.body)
     assert data["multi"] == ["a", "b", "c"]
     assert data["raw_multi"] == ["a", "b", "c"]
@@ -295,8 +200,8 @@ def cookies_app() -> App:
     ],
 )
 async def test_cookie_parsing(header: bytes, expected: dict[str, str]) -> None:
-    scope = make_scope("GET", "/c", headers=[(b"host", b"t"), (b"cookie", header)])
-    ex = await call(cookies_app(), scope, body_messages())
+    scope = http_scope("GET", "/c", headers=[(b"host", b"t"), (b"cookie", header)])
+    ex = await run_app(cookies_app(), scope, body_messages())
     assert ex.status == 200
     cookies = json.loads(ex.body)
     for key, value in expected.items():
@@ -306,15 +211,15 @@ async def test_cookie_parsing(header: bytes, expected: dict[str, str]) -> None:
 @pytest.mark.anyio
 async def test_cookies_from_several_cookie_headers() -> None:
     headers = [(b"host", b"t"), (b"cookie", b"a=1; b=2"), (b"cookie", b"c=3")]
-    ex = await call(cookies_app(), make_scope("GET", "/c", headers=headers), body_messages())
+    ex = await run_app(cookies_app(), http_scope("GET", "/c", headers=headers), body_messages())
     assert json.loads(ex.body) == {"a": "1", "b": "2", "c": "3"}
 
 
 @pytest.mark.anyio
 async def test_malformed_cookie_pairs_skipped() -> None:
     header = b"a=1; ; ;; b=2 ;=;  ; c=3"
-    scope = make_scope("GET", "/c", headers=[(b"host", b"t"), (b"cookie", header)])
-    ex = await call(cookies_app(), scope, body_messages())
+    scope = http_scope("GET", "/c", headers=[(b"host", b"t"), (b"cookie", header)])
+    ex = await run_app(cookies_app(), scope, body_messages())
     assert ex.status == 200
     cookies = json.loads(ex.body)
     assert cookies["a"] == "1"
@@ -356,9 +261,9 @@ async def test_client_missing_is_none() -> None:
     async def client_ep(request: Request) -> dict[str, Any]:
         return {"client": request.client}
 
-    scope = make_scope("GET", "/client")
+    scope = http_scope("GET", "/client")
     del scope["client"]
-    ex = await call(app, scope, body_messages())
+    ex = await run_app(app, scope, body_messages())
     assert json.loads(ex.body) == {"client": None}
 
 
@@ -481,7 +386,7 @@ def test_invalid_json_is_400(make_client: MakeClient, content: bytes) -> None:
 async def test_stream_chunks_in_order() -> None:
     app = body_app()
     chunks = [b"one", b"two", b"", b"three", b"four"]
-    ex = await call(app, make_scope("POST", "/stream"), body_messages(*chunks))
+    ex = await run_app(app, http_scope("POST", "/stream"), body_messages(*chunks))
     assert ex.status == 200
     # Empty chunks carry nothing; the others arrive as sent, in order.
     assert json.loads(ex.body) == {"chunks": ["one", "two", "three", "four"]}
@@ -490,7 +395,7 @@ async def test_stream_chunks_in_order() -> None:
 @pytest.mark.anyio
 async def test_body_joins_chunks() -> None:
     app = body_app()
-    ex = await call(app, make_scope("POST", "/body"), body_messages(b"ab", b"cd", b"ef"))
+    ex = await run_app(app, http_scope("POST", "/body"), body_messages(b"ab", b"cd", b"ef"))
     assert json.loads(ex.body) == {"body": "abcdef", "same": True, "len": 6}
 
 
@@ -504,7 +409,7 @@ async def test_stream_after_body_yields_cached_body() -> None:
         streamed = [chunk async for chunk in request.stream()]
         return {"body": body.decode(), "streamed": b"".join(streamed).decode()}
 
-    ex = await call(app, make_scope("POST", "/p"), body_messages(b"x" * 3, b"y" * 3))
+    ex = await run_app(app, http_scope("POST", "/p"), body_messages(b"x" * 3, b"y" * 3))
     assert json.loads(ex.body) == {"body": "xxxyyy", "streamed": "xxxyyy"}
 
 
@@ -521,7 +426,7 @@ async def test_stream_twice_raises_runtime_error() -> None:
                 pass
         return "checked"
 
-    ex = await call(app, make_scope("POST", "/p"), body_messages(b"a", b"b"))
+    ex = await run_app(app, http_scope("POST", "/p"), body_messages(b"a", b"b"))
     assert ex.body == b"checked"
 
 
@@ -550,7 +455,7 @@ async def test_is_disconnected_false_while_connected_and_body_not_lost() -> None
         after = await request.is_disconnected()
         return {"checks": checks, "body": body.decode(), "after": after}
 
-    ex = await call(app, make_scope("POST", "/p"), body_messages(b"aa", b"bb", b"cc"))
+    ex = await run_app(app, http_scope("POST", "/p"), body_messages(b"aa", b"bb", b"cc"))
     assert json.loads(ex.body) == {"checks": [False] * 4, "body": "aabbcc", "after": False}
 
 
@@ -578,7 +483,7 @@ async def test_is_disconnected_true_after_disconnect() -> None:
         return "ok"
 
     messages = [{"type": "http.disconnect"}]
-    await call(app, make_scope("POST", "/p"), messages)
+    await run_app(app, http_scope("POST", "/p"), messages)
     assert results == [True, True]
 
 
@@ -594,7 +499,7 @@ async def test_is_disconnected_after_full_body_then_disconnect() -> None:
         return "ok"
 
     messages = [*body_messages(b"abc"), {"type": "http.disconnect"}]
-    await call(app, make_scope("POST", "/p"), messages)
+    await run_app(app, http_scope("POST", "/p"), messages)
     assert results == {"body": b"abc", "gone": True}
 
 
@@ -611,7 +516,7 @@ async def test_is_disconnected_does_not_block() -> None:
         return "ok"
 
     # After the body, this receive() blocks until the response is complete.
-    await call(app, make_scope("POST", "/p"), body_messages(b"x"))
+    await run_app(app, http_scope("POST", "/p"), body_messages(b"x"))
     assert results == [False]
 
 
@@ -631,7 +536,7 @@ async def test_is_disconnected_while_streaming_does_not_lose_chunks() -> None:
 
     ex = Exchange(body_messages(b"a", b"b", b"c", b"d"))
     # A lost chunk shows as a hang (the last chunk never arrives): fail fast.
-    await ex.run(app, make_scope("POST", "/p"), timeout=1)
+    await ex.run(app, http_scope("POST", "/p"), timeout=1)
     assert ex.status == 200
     assert json.loads(ex.body) == {"chunks": ["a", "b", "c", "d"]}
 
@@ -652,7 +557,7 @@ async def test_body_after_disconnect_raises_client_disconnect() -> None:
 
     messages = [{"type": "http.request", "body": b"part", "more_body": True}]
     messages.append({"type": "http.disconnect"})
-    ex = await call(app, make_scope("POST", "/p"), messages)
+    ex = await run_app(app, http_scope("POST", "/p"), messages)
     assert raised == [ClientDisconnect]
     assert ex.status is None  # nobody to answer: nothing sent, in particular no 500
 
@@ -789,7 +694,7 @@ async def test_content_length_over_limit_refused_before_reading(path: str) -> No
     app = limit_app(max_body_size=10)
     headers = [(b"host", b"t"), (b"content-length", b"1000")]
     ex = Exchange(body_messages(b"x" * 1000))
-    await ex.run(app, make_scope("POST", path, headers=headers))
+    await ex.run(app, http_scope("POST", path, headers=headers))
     assert ex.status == 413
     assert ex.receive_calls == 0
 
@@ -799,7 +704,7 @@ async def test_content_length_over_limit_refused_before_reading(path: str) -> No
 async def test_chunked_body_over_limit_without_content_length(path: str) -> None:
     app = limit_app(max_body_size=10)
     ex = Exchange(body_messages(*([b"abcd"] * 10)))
-    await ex.run(app, make_scope("POST", path))
+    await ex.run(app, http_scope("POST", path))
     assert ex.status == 413
     # The app stops reading soon after the limit: it did not take all ten chunks.
     assert ex.receive_calls <= 4
@@ -808,7 +713,7 @@ async def test_chunked_body_over_limit_without_content_length(path: str) -> None
 @pytest.mark.anyio
 async def test_chunked_body_exactly_at_limit() -> None:
     app = limit_app(max_body_size=12)
-    ex = await call(app, make_scope("POST", "/body"), body_messages(b"abcd", b"efgh", b"ijkl"))
+    ex = await run_app(app, http_scope("POST", "/body"), body_messages(b"abcd", b"efgh", b"ijkl"))
     assert ex.status == 200
     assert json.loads(ex.body) == {"len": 12}
 
@@ -819,7 +724,7 @@ async def test_default_limit_is_10_mib_by_content_length() -> None:
     assert app.max_body_size == 10 * 1024 * 1024
     over = str(10 * 1024 * 1024 + 1).encode()
     ex = Exchange(body_messages(b"x"))
-    await ex.run(app, make_scope("POST", "/body", headers=[(b"content-length", over)]))
+    await ex.run(app, http_scope("POST", "/body", headers=[(b"content-length", over)]))
     assert ex.status == 413
     assert ex.receive_calls == 0
 
@@ -828,10 +733,10 @@ async def test_default_limit_is_10_mib_by_content_length() -> None:
 async def test_default_limit_allows_exactly_10_mib_and_refuses_more() -> None:
     app = limit_app()
     mib = b"x" * (1024 * 1024)
-    ex = await call(app, make_scope("POST", "/body"), body_messages(*([mib] * 10)))
+    ex = await run_app(app, http_scope("POST", "/body"), body_messages(*([mib] * 10)))
     assert ex.status == 200
     assert json.loads(ex.body) == {"len": 10 * 1024 * 1024}
-    ex = await call(app, make_scope("POST", "/body"), body_messages(*([mib] * 10), b"!"))
+    ex = await run_app(app, http_scope("POST", "/body"), body_messages(*([mib] * 10), b"!"))
     assert ex.status == 413
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -25,89 +25,14 @@ from microasgi import (
     Response,
     StreamingResponse,
 )
-from microasgi.testclient import TestClient
+from microasgi.types import Message
+from tests.helpers import Exchange, MakeClient, http_scope
 
-MakeClient = Callable[..., TestClient]
-
-
-# -- driving an ASGI app (or a response) directly -----------------------------------
-
-
-def make_scope(method: str = "GET", path: str = "/", **extra: Any) -> dict[str, Any]:
-    scope: dict[str, Any] = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.4"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"testserver")],
-        "client": ("127.0.0.1", 1),
-        "server": ("testserver", 80),
-    }
-    scope.update(extra)
-    return scope
-
-
-class Exchange:
-    """Records what the app sends; receive() gives an empty body, then waits for the
-    end of the response (or for `disconnect` to be set) and says http.disconnect."""
-
-    def __init__(self, events: list[str] | None = None) -> None:
-        self.sent: list[dict[str, Any]] = []
-        self.events = events if events is not None else []
-        self.body_given = False
-        self.disconnect = anyio.Event()
-
-    async def receive(self) -> dict[str, Any]:
-        if not self.body_given:
-            self.body_given = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(self, message: dict[str, Any]) -> None:
-        self.sent.append(message)
-        if message["type"] == "http.response.start":
-            self.events.append("start")
-        else:
-            more = message.get("more_body", False)
-            self.events.append("body" if more else "body-end")
-            if not more:
-                self.disconnect.set()
-
-    async def run(self, app: Any, scope: dict[str, Any] | None = None) -> Exchange:
-        with anyio.fail_after(5):
-            await app(scope or make_scope(), self.receive, self.send)
-        return self
-
-    @property
-    def start(self) -> dict[str, Any]:
-        return next(m for m in self.sent if m["type"] == "http.response.start")
-
-    @property
-    def status(self) -> int:
-        return int(self.start["status"])
-
-    @property
-    def headers(self) -> list[tuple[bytes, bytes]]:
-        return [(bytes(k), bytes(v)) for k, v in self.start["headers"]]
-
-    def header(self, name: bytes) -> bytes | None:
-        values = [v for k, v in self.headers if k == name]
-        assert len(values) <= 1, values
-        return values[0] if values else None
-
-    @property
-    def body(self) -> bytes:
-        return b"".join(m.get("body", b"") for m in self.sent if m["type"] != "http.response.start")
+# -- driving a response directly ------------------------------------------------------
 
 
 async def send_response(response: Any, method: str = "GET") -> Exchange:
-    return await Exchange().run(response, make_scope(method))
+    return await Exchange().run(response, http_scope(method))
 
 
 # -- Response --------------------------------------------------------------------------
@@ -498,12 +423,12 @@ def head_app() -> App:
     ("path", "length"), [("/text", b"9"), ("/json", b"7"), ("/response", b"9"), ("/stream", None)]
 )
 async def test_head_sends_no_body(path: str, length: bytes | None) -> None:
-    ex = await Exchange().run(head_app(), make_scope("HEAD", path))
+    ex = await Exchange().run(head_app(), http_scope("HEAD", path))
     assert ex.status == 200
     assert ex.body == b""
     # HEAD announces the length a GET would have.
     assert ex.header(b"content-length") == length
-    get = await Exchange().run(head_app(), make_scope("GET", path))
+    get = await Exchange().run(head_app(), http_scope("GET", path))
     assert get.body != b""
 
 
@@ -521,7 +446,7 @@ async def test_head_runs_background_tasks(kind: str) -> None:
         response: Response = Response(b"body", background=task)
     else:
         response = StreamingResponse(gen(), background=task)
-    await Exchange(events).run(response, make_scope("HEAD"))
+    await Exchange(events=events).run(response, http_scope("HEAD"))
     assert events == ["start", "body-end", "task"]
 
 
@@ -728,7 +653,7 @@ async def test_background_task_runs_after_body_sent() -> None:
         events.append(f"task:{label}{suffix}")
 
     response = Response(b"x", background=BackgroundTask(task, "one", suffix="!"))
-    await Exchange(events).run(response)
+    await Exchange(events=events).run(response)
     assert events == ["start", "body-end", "task:one!"]
 
 
@@ -743,7 +668,7 @@ async def test_sync_background_task_runs_in_thread_after_body() -> None:
         events.append(f"sync:{value}")
 
     response = PlainTextResponse("x", background=BackgroundTask(task, 5))
-    await Exchange(events).run(response)
+    await Exchange(events=events).run(response)
     assert events == ["start", "body-end", "sync:5"]
     assert threads and threads[0] != loop_thread
 
@@ -757,7 +682,7 @@ async def test_background_task_async_callable_object() -> None:
             events.append(f"job:{x}")
 
     response = Response(b"x", background=BackgroundTask(Job(), 3))
-    await Exchange(events).run(response)
+    await Exchange(events=events).run(response)
     assert events == ["start", "body-end", "job:3"]
 
 
@@ -787,7 +712,7 @@ async def test_background_tasks_in_order_and_failure_logged(
     tasks.add_task(failing_async)
     tasks.add_task(last, x="done")
     with caplog.at_level(logging.ERROR, logger="microasgi"):
-        await Exchange(events).run(Response(b"x", background=tasks))
+        await Exchange(events=events).run(Response(b"x", background=tasks))
     assert events == ["start", "body-end", "first", "failing", "failing_async", "last:done"]
     errors = [r for r in caplog.records if r.name == "microasgi" and r.levelno >= logging.ERROR]
     assert len(errors) == 2
@@ -835,7 +760,7 @@ async def test_streaming_background_after_last_chunk() -> None:
         events.append("task")
 
     response = StreamingResponse(gen(), background=BackgroundTask(task))
-    await Exchange(events).run(response)
+    await Exchange(events=events).run(response)
     assert events == ["start", "body", "body", "body-end", "task"]
 
 
@@ -845,10 +770,10 @@ async def test_streaming_background_after_last_chunk() -> None:
 class DisconnectAfterFirstChunk(Exchange):
     """The client disconnects as soon as the first body chunk has been sent."""
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         await super().send(message)
         if message["type"] == "http.response.body" and message.get("body"):
-            self.disconnect.set()
+            self.done.set()
 
 
 @pytest.mark.anyio
@@ -872,7 +797,7 @@ async def test_disconnect_stops_async_generator(caplog: pytest.LogCaptureFixture
 
     response = StreamingResponse(gen(), background=BackgroundTask(task))
     with caplog.at_level(logging.DEBUG, logger="microasgi"):
-        ex = await DisconnectAfterFirstChunk(events).run(response)
+        ex = await DisconnectAfterFirstChunk(events=events).run(response)
     assert "finally" in events
     assert "task" not in events
     assert len(produced) < 20
@@ -902,7 +827,7 @@ async def test_disconnect_stops_sync_generator(caplog: pytest.LogCaptureFixture)
 
     response = StreamingResponse(gen(), background=BackgroundTask(task))
     with caplog.at_level(logging.DEBUG, logger="microasgi"):
-        await DisconnectAfterFirstChunk(events).run(response)
+        await DisconnectAfterFirstChunk(events=events).run(response)
     assert closed.is_set()
     assert "task" not in events
     assert len(produced) < 200
@@ -928,7 +853,7 @@ async def test_disconnect_through_app_stops_stream(caplog: pytest.LogCaptureFixt
         return StreamingResponse(gen(), media_type="text/plain")
 
     with caplog.at_level(logging.DEBUG, logger="microasgi"):
-        await DisconnectAfterFirstChunk(events).run(app, make_scope("GET", "/feed"))
+        await DisconnectAfterFirstChunk(events=events).run(app, http_scope("GET", "/feed"))
     assert "finally" in events
     assert "task" not in events
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
@@ -938,10 +863,10 @@ class RaisingSend(Exchange):
     """An ASGI 2.4 server: send() raises OSError once the client has gone."""
 
     def __init__(self, fail_on: int, events: list[str] | None = None) -> None:
-        super().__init__(events)
+        super().__init__(events=events)
         self.fail_on = fail_on  # the index of the message whose send raises
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         if len(self.sent) >= self.fail_on:
             self.events.append("send-failed")
             raise OSError("client went away")
@@ -983,9 +908,16 @@ async def test_send_oserror_stops_stream_cleanly(
         return response
 
     with caplog.at_level(logging.DEBUG, logger="microasgi"):
-        await RaisingSend(fail_on, events).run(app, make_scope("GET", "/s"))
+        await RaisingSend(fail_on, events).run(app, http_scope("GET", "/s"))
     assert events.count("send-failed") == 1
     assert "task" not in events
     if fail_on > 0:
         assert "finally" in events
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_text_is_encoded_in_the_charset_the_media_type_names() -> None:
+    response = Response("é", media_type="text/csv; charset=latin-1")
+    assert response.body == b"\xe9"
+    assert response.headers["content-type"] == "text/csv; charset=latin-1"
+    assert PlainTextResponse("é").body == "é".encode()

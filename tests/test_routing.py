@@ -6,7 +6,6 @@ import json
 from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 import pytest
 
 from microasgi import App, HTTPException, Request, Router, WebSocket
@@ -14,6 +13,7 @@ from microasgi.middleware import Middleware
 from microasgi.paths import NoMatchFound
 from microasgi.responses import PlainTextResponse
 from microasgi.testclient import WebSocketDenied
+from tests.helpers import AddHeader, http_scope, run_app
 
 HTTP_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
@@ -41,69 +41,6 @@ async def echo_scope(scope: Any, receive: Any, send: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-class AddHeader:
-    """Middleware adding a response header."""
-
-    def __init__(self, app: Any, name: str = "x-mw", value: str = "1") -> None:
-        self.app = app
-        self.name = name.encode()
-        self.value = value.encode()
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        async def wrapped(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = [*message.get("headers", []), (self.name, self.value)]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, wrapped)
-
-
-async def raw_http(
-    app: Any, method: str, path: str, *, root_path: str = "", query: bytes = b""
-) -> tuple[int, dict[str, str], bytes]:
-    """One HTTP request straight through the ASGI interface: (status, headers, body bytes)."""
-    messages: list[Any] = []
-    done = anyio.Event()
-    given = False
-
-    async def receive() -> Any:
-        nonlocal given
-        if not given:
-            given = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await done.wait()
-        return {"type": "http.disconnect"}
-
-    async def send(message: Any) -> None:
-        messages.append(message)
-        if message["type"] == "http.response.body" and not message.get("more_body", False):
-            done.set()
-
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "root_path": root_path,
-        "query_string": query,
-        "headers": [(b"host", b"testserver")],
-        "client": ("testclient", 50000),
-        "server": ("testserver", 80),
-        "state": {},
-        "extensions": {},
-    }
-    await app(scope, receive, send)
-    start = messages[0]
-    assert start["type"] == "http.response.start"
-    headers = {k.decode().lower(): v.decode() for k, v in start.get("headers", [])}
-    body = b"".join(m.get("body", b"") for m in messages[1:])
-    return start["status"], headers, body
 
 
 # -- decorators -----------------------------------------------------------------------
@@ -609,12 +546,13 @@ def test_head_served_for_every_get_route(make_client: Any, path: str) -> None:
 @pytest.mark.parametrize("path", ["/json", "/text/bob", "/response", "/bytes", "/sub/inner"])
 async def test_head_sends_no_body_bytes(path: str) -> None:
     app = head_app()
-    get_status, get_headers, get_body = await raw_http(app, "GET", path)
-    status, headers, body = await raw_http(app, "HEAD", path)
-    assert status == get_status == 200
-    assert body == b""
-    assert get_body
-    assert headers["content-length"] == get_headers["content-length"] == str(len(get_body))
+    get = await run_app(app, http_scope("GET", path))
+    head = await run_app(app, http_scope("HEAD", path))
+    assert head.status == get.status == 200
+    assert head.body == b""
+    assert get.body
+    length = str(len(get.body)).encode()
+    assert head.header(b"content-length") == get.header(b"content-length") == length
 
 
 def test_get_on_websocket_only_path_is_426(make_client: Any) -> None:
@@ -797,10 +735,11 @@ async def test_redirect_location_never_protocol_relative(
 ) -> None:
     app = App()
     app.router.add_route(template, lambda: "reached")
-    status, headers, _ = await raw_http(app, "GET", root_path + path, root_path=root_path)
-    assert status in (307, 404)
-    location = headers.get("location")
-    if location is not None:
+    ex = await run_app(app, http_scope("GET", root_path + path, root_path=root_path))
+    assert ex.status in (307, 404)
+    raw_location = ex.header(b"location")
+    if raw_location is not None:
+        location = raw_location.decode()
         # Browsers read "//host", "/\\host" and "/<tab>/host" as another site.
         assert location.startswith(root_path + "/")
         assert not location.startswith("//")
@@ -816,8 +755,9 @@ async def test_invalid_path_is_not_a_500() -> None:
     async def root() -> str:
         return "root"
 
-    status, _, _ = await raw_http(app, "GET", "no-leading-slash")
-    assert 400 <= status < 500
+    ex = await run_app(app, http_scope("GET", "no-leading-slash"))
+    assert ex.status is not None
+    assert 400 <= ex.status < 500
 
 
 # -- mounts ---------------------------------------------------------------------------
@@ -1292,3 +1232,20 @@ def test_request_url_for_unknown_name_is_an_error(make_client: Any) -> None:
         return "found?"
 
     assert make_client(app).get("/x").text == "no match"
+
+
+def test_parameters_with_different_names_share_one_trie_branch(make_client: Any) -> None:
+    """Branches are keyed by convertor, so 1,000 differently named params stay one branch."""
+    app = App()
+    for i in range(1000):
+
+        async def endpoint(request: Request, _i: int = i) -> dict[str, Any]:
+            return {"route": _i, "params": request.path_params}
+
+        app.router.add_route(f"/x/{{p{i}}}/r{i}", endpoint)
+    root_params = app.router._trie.root.static["x"].params
+    assert len(root_params) == 1  # one shared `str` branch, not 1,000
+    client = make_client(app)
+    assert client.get("/x/abc/r999").json() == {"route": 999, "params": {"p999": "abc"}}
+    assert client.get("/x/abc/r5").json() == {"route": 5, "params": {"p5": "abc"}}
+    assert client.get("/x/abc/r1000").status_code == 404

@@ -28,26 +28,6 @@ def test_path_params(make_client: Any) -> None:
         }
 
 
-def test_websocket_param_by_annotation_and_name(make_client: Any) -> None:
-    app = App()
-
-    @app.websocket("/annotated")
-    async def annotated(conn: WebSocket) -> None:
-        await conn.accept()
-        await conn.send_text("annotated")
-
-    @app.websocket("/named")
-    async def named(websocket) -> None:  # type: ignore[no-untyped-def]
-        await websocket.accept()
-        await websocket.send_text("named")
-
-    client = make_client(app)
-    with client.websocket_connect("/annotated") as s:
-        assert s.receive_text(timeout=5) == "annotated"
-    with client.websocket_connect("/named") as s:
-        assert s.receive_text(timeout=5) == "named"
-
-
 def test_websocket_in_mounted_router(make_client: Any) -> None:
     app = App()
     api = Router()
@@ -431,35 +411,6 @@ def test_websocket_to_unknown_path_is_denied(make_client: Any) -> None:
     with pytest.raises(WebSocketDenied) as info:
         make_client(app).websocket_connect("/nowhere")
     assert info.value.status_code == 403
-
-
-def test_websocket_to_http_only_path_is_denied(make_client: Any) -> None:
-    app = App()
-
-    @app.get("/http")
-    async def http() -> str:
-        return "http"
-
-    with pytest.raises(WebSocketDenied):
-        make_client(app).websocket_connect("/http")
-
-
-def test_websocket_and_http_route_on_same_path(make_client: Any) -> None:
-    app = App()
-
-    @app.get("/both")
-    async def http() -> str:
-        return "http"
-
-    @app.websocket("/both")
-    async def ws(websocket: WebSocket) -> None:
-        await websocket.accept()
-        await websocket.send_text("ws")
-
-    client = make_client(app)
-    assert client.get("/both").text == "http"
-    with client.websocket_connect("/both") as session:
-        assert session.receive_text(timeout=5) == "ws"
 
 
 def test_receive_after_client_disconnect_is_runtime_error(make_client: Any) -> None:
