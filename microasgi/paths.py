@@ -207,7 +207,7 @@ class SegmentTrie(Generic[T]):
             return None
         value = found[0]
         names: tuple[str, ...] = value.template.param_names
-        return value, dict(zip(names, values, strict=True)), found[1]
+        return value, dict(zip(names, values, strict=False)), found[1]
 
 
 def search(

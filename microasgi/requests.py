@@ -243,11 +243,6 @@ class Request(HTTPConnection):
             )
         return self._form
 
-    @property
-    def has_form(self) -> bool:
-        """Whether form() was parsed (its uploads are closed after the response)."""
-        return self._form is not None
-
     async def close(self) -> None:
         """Close the uploaded files of the parsed form, if any."""
         if self._form is not None:

@@ -114,7 +114,7 @@ class Route(BaseRoute):
                     response.background = background
         except Exception as exc:
             await errors_for(scope).http_error(exc, scope, receive, send)
-            if request is not None and request.has_form:
+            if request is not None and request._form is not None:
                 await request.close()
             return
         try:
@@ -123,7 +123,7 @@ class Route(BaseRoute):
             else:
                 await response(scope, receive, send)
         finally:
-            if request is not None and request.has_form:
+            if request is not None and request._form is not None:
                 await request.close()  # uploaded files go away with the request
 
     def __repr__(self) -> str:
@@ -413,7 +413,10 @@ class Router:
             await self._no_match(scope, receive, send, path, method, allowed)
             return
         route, consumed = found
-        params = dict(zip(route.param_names, values, strict=True))
+        names = route.param_names  # as many as there are values
+        params = (
+            {names[0]: values[0]} if len(names) == 1 else dict(zip(names, values, strict=False))
+        )
         parent = scope.get("path_params")
         scope["path_params"] = {**parent, **params} if parent else params
         if route.is_mount:

@@ -57,9 +57,9 @@ class ErrorHandler:
         handlers = self.handlers
         if not handlers:
             return None
+        if isinstance(exc, HTTPException) and exc.status_code in handlers:
+            return handlers[exc.status_code]
         expected = isinstance(exc, (HTTPException, WebSocketException))
-        if expected and getattr(exc, "status_code", None) in handlers:
-            return handlers[exc.status_code]  # type: ignore[union-attr]
         for cls in type(exc).__mro__:
             if expected and cls is Exception:
                 # Exception and 500 handlers are for unexpected errors only.
