@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 from microasgi.datastructures import State
 from microasgi.lifespan import Lifespan, serve_lifespan
 from microasgi.middleware.base import Middleware, wrap
-from microasgi.middleware.errors import ErrorGuard, ErrorHandler, logger
+from microasgi.middleware.errors import ErrorGuard, ErrorHandler, log_after_start
 from microasgi.requests import DEFAULT_MAX_BODY_SIZE
 from microasgi.routing import BaseRoute, Mount, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send
@@ -169,9 +169,4 @@ class App:
         except Exception as exc:
             # Everything raised before a response started was answered where it was
             # raised; what arrives here came after: log it, the server ends the response.
-            logger.error(
-                "Exception after the response started (%s %s)",
-                scope.get("method", "WEBSOCKET"),
-                scope.get("path"),
-                exc_info=exc,
-            )
+            log_after_start(exc, scope)

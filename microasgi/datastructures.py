@@ -18,6 +18,7 @@ __all__ = [
     "QueryParams",
     "State",
     "UploadFile",
+    "quote_path",
 ]
 
 # A host is a registered name, an IPv4 address or a bracketed IPv6 literal, with an optional port.
@@ -66,7 +67,7 @@ class URL:
                 netloc = host if port in (None, default) else f"{host}:{port}"
             else:
                 netloc = "localhost"
-        return cls(scheme, netloc, quote(path, safe="/:@!$&'()*+,;=-._~"), query)
+        return cls(scheme, netloc, quote_path(path), query)
 
     @property
     def hostname(self) -> str:
@@ -112,6 +113,11 @@ class URL:
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+
+def quote_path(path: str) -> str:
+    """Percent-encode a decoded path for a URL ("/" and sub-delimiters stay)."""
+    return quote(path, safe="/:@!$&'()*+,;=-._~")
 
 
 class ImmutableMultiDict(Mapping[str, Any]):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from microasgi.datastructures import URL, FormData, Headers, QueryParams, State
+from microasgi.datastructures import URL, FormData, Headers, QueryParams, State, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.types import Message, Receive, Scope, Send
 
@@ -88,7 +88,7 @@ class HTTPConnection:
     def base_url(self) -> URL:
         """The URL of the outermost app: scheme, host and its root path."""
         root = self.scope.get("app_root_path", self.scope.get("root_path", ""))
-        return URL(self.url.scheme, self.url.netloc, (root or "") + "/")
+        return URL(self.url.scheme, self.url.netloc, quote_path(root or "") + "/")
 
     @property
     def headers(self) -> Headers:

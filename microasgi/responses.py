@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from email.utils import format_datetime
 from http.cookies import SimpleCookie
@@ -74,12 +75,16 @@ class Response:
     ) -> None:
         self.status_code = status_code
         if media_type is not None:
-            self.media_type = media_type
-            if "charset=" in media_type:  # text is encoded in the charset it names
-                self.charset = media_type.split("charset=", 1)[1].split(";")[0].strip(' "')
+            self._set_media_type(media_type)
         self.background = background
         self.body = b"" if _has_no_body(status_code) else self.render(content)
         self.raw_headers = self._init_headers(headers, len(self.body))
+
+    def _set_media_type(self, media_type: str) -> None:
+        self.media_type = media_type
+        _, found, rest = media_type.lower().partition("charset=")
+        if found:  # text is encoded in the charset the media type names
+            self.charset = rest.split(";")[0].strip(' "')
 
     def render(self, content: Any) -> bytes:
         if isinstance(content, bytes):
@@ -107,7 +112,7 @@ class Response:
             else:
                 raw = [(b"content-length", str(content_length).encode())]
             if media_type is not None:
-                if media_type.startswith("text/") and "charset=" not in media_type:
+                if media_type.startswith("text/") and "charset=" not in media_type.lower():
                     media_type = f"{media_type}; charset={self.charset}"
                 raw.append((b"content-type", media_type.encode("latin-1")))
             return raw
@@ -125,7 +130,7 @@ class Response:
             raw.append((b"content-length", str(content_length).encode()))
         media_type = self.media_type
         if media_type is not None and b"content-type" not in names:
-            if media_type.startswith("text/") and "charset=" not in media_type:
+            if media_type.startswith("text/") and "charset=" not in media_type.lower():
                 media_type = f"{media_type}; charset={self.charset}"
             raw.append((b"content-type", media_type.encode("latin-1")))
         return raw
@@ -278,7 +283,7 @@ class StreamingResponse(Response):
     ) -> None:
         self.status_code = status_code
         if media_type is not None:
-            self.media_type = media_type
+            self._set_media_type(media_type)
         self.background = background
         self.body = b""
         self.body_iterator = content
@@ -299,16 +304,17 @@ class StreamingResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
                 completed = True
             else:
-                async with anyio.create_task_group() as tg:
+                with _unwrap_single_error():
+                    async with anyio.create_task_group() as tg:
 
-                    async def watch_disconnect() -> None:
-                        while (await receive())["type"] != "http.disconnect":
-                            pass
+                        async def watch_disconnect() -> None:
+                            while (await receive())["type"] != "http.disconnect":
+                                pass
+                            tg.cancel_scope.cancel()
+
+                        tg.start_soon(watch_disconnect)
+                        completed = await self._send_body(iterator, send)
                         tg.cancel_scope.cancel()
-
-                    tg.start_soon(watch_disconnect)
-                    completed = await self._send_body(iterator, send)
-                    tg.cancel_scope.cancel()
         except OSError:
             pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
         finally:
@@ -329,6 +335,17 @@ class StreamingResponse(Response):
         except OSError:
             return False
         return True
+
+
+@contextmanager
+def _unwrap_single_error() -> Iterator[None]:
+    """Let the iterator's own exception out of the task group, not an ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
 
 
 _STOP = object()

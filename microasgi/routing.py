@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
+from microasgi.datastructures import quote_path
 from microasgi.endpoints import Endpoint, to_response
 from microasgi.exceptions import HTTPException
 from microasgi.middleware.base import Middleware, wrap
@@ -223,7 +224,7 @@ class Mount(BaseRoute):
         if self.name is not None:
             if name == self.name and set(rest) <= {"path"}:
                 # A named mount of a plain ASGI app (e.g. static files): /prefix/<path>.
-                tail = str(rest.get("path", "")).lstrip("/")
+                tail = quote_path(str(rest.get("path", "")).lstrip("/"))
                 return self.template.format({k: params[k] for k in own}) + "/" + tail
             if not name.startswith(self.name + ":"):
                 return None

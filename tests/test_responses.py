@@ -921,3 +921,65 @@ def test_text_is_encoded_in_the_charset_the_media_type_names() -> None:
     assert response.body == b"\xe9"
     assert response.headers["content-type"] == "text/csv; charset=latin-1"
     assert PlainTextResponse("é").body == "é".encode()
+
+
+def test_streaming_text_chunks_use_the_charset_the_media_type_names(
+    make_client: MakeClient,
+) -> None:
+    app = App()
+
+    @app.get("/csv")
+    async def csv() -> StreamingResponse:
+        async def rows() -> AsyncIterator[str]:
+            yield "é,ü\n"
+
+        return StreamingResponse(rows(), media_type="text/csv; Charset=Latin-1")
+
+    assert make_client(app).get("/csv").content == "é,ü\n".encode("latin-1")
+
+
+@pytest.mark.anyio
+async def test_client_gone_during_a_plain_response_is_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """ASGI 2.4 servers raise OSError from send() once the client has gone."""
+    app = App()
+
+    @app.get("/")
+    async def index() -> dict[str, int]:
+        return {"a": 1}
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        raise OSError("client disconnected")
+
+    with caplog.at_level(logging.DEBUG, logger="microasgi"):
+        await app(http_scope("GET", "/"), receive, send)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("went away" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.anyio
+async def test_mid_stream_error_is_logged_as_itself_not_as_a_group(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = App()
+
+    @app.get("/s")
+    async def stream() -> StreamingResponse:
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b"first"
+            raise KeyError("broken generator")
+
+        return StreamingResponse(chunks())
+
+    exchange = Exchange()
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        await exchange.run(app, http_scope("GET", "/s"))
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1
+    assert errors[0].exc_info is not None and errors[0].exc_info[0] is KeyError
+    starts = [m for m in exchange.sent if m["type"] == "http.response.start"]
+    assert len(starts) == 1

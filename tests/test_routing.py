@@ -1249,3 +1249,19 @@ def test_parameters_with_different_names_share_one_trie_branch(make_client: Any)
     assert client.get("/x/abc/r999").json() == {"route": 999, "params": {"p999": "abc"}}
     assert client.get("/x/abc/r5").json() == {"route": 5, "params": {"p5": "abc"}}
     assert client.get("/x/abc/r1000").status_code == 404
+
+
+def test_named_raw_mount_path_and_root_path_are_percent_encoded(make_client: Any) -> None:
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        raise AssertionError("not called")
+
+    app = App()
+    app.mount("/legacy", raw, name="legacy")
+
+    @app.get("/where")
+    async def where(request: Request) -> str:
+        return str(request.url_for("legacy", path="a b/c"))
+
+    assert app.url_path_for("legacy", path="a b/c") == "/legacy/a%20b/c"
+    client = make_client(app, root_path="/my app")
+    assert client.get("/my app/where").text == "http://testserver/my%20app/legacy/a%20b/c"

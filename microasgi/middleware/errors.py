@@ -82,12 +82,7 @@ class ErrorHandler:
         if isinstance(exc, ClientDisconnect):
             return  # nobody is left to answer
         if started:
-            logger.error(
-                "Exception after the response started (%s %s)",
-                scope.get("method"),
-                scope.get("path"),
-                exc_info=exc,
-            )
+            log_after_start(exc, scope)
             return
         handler = self._lookup(exc)
         response: Response | None = None
@@ -149,6 +144,18 @@ class ErrorHandler:
             code, reason = 1011, ""
         # Before accept, a close denies the handshake (the server answers 403).
         await send({"type": "websocket.close", "code": code, "reason": reason})
+
+
+def log_after_start(exc: BaseException, scope: Scope) -> None:
+    """Log an exception raised once the response had started (nothing can be answered).
+
+    An OSError is how an ASGI 2.4 server says the client has gone: not an error.
+    """
+    method, path = scope.get("method", "WEBSOCKET"), scope.get("path")
+    if isinstance(exc, OSError):
+        logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
+    else:
+        logger.error("Exception after the response started (%s %s)", method, path, exc_info=exc)
 
 
 def _state_after(sent: str | None) -> WebSocketState:
