@@ -11,6 +11,7 @@ import anyio
 
 from microasgi.datastructures import URL, FormData, Headers, QueryParams, State, quote_path
 from microasgi.exceptions import HTTPException
+from microasgi.forms import parse_form
 from microasgi.types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -236,8 +237,6 @@ class Request(HTTPConnection):
         field, the app's body size limit bounds the whole upload.
         """
         if self._form is None:
-            from microasgi.forms import parse_form
-
             self._form = await parse_form(
                 self, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
             )
