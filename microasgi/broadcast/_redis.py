@@ -1,0 +1,240 @@
+"""The Redis backend: `redis://host:port/db`, on Redis pub/sub (package `redis`).
+
+Pub/sub keeps nothing for a subscriber that is not connected, so each
+publish also counts itself: a Lua script increments a per-channel sequence
+number and publishes "<seq>:<message>" in one step. A subscriber that sees a
+jump in the numbers, or finds the counter moved on while it was reconnecting,
+knows exactly how many messages it missed and says so with a "gap" event;
+when nothing was missed it says "reconnected".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import anyio
+from anyio.abc import TaskGroup
+
+from microasgi.broadcast._events import Event
+
+__all__ = ["RedisBackend"]
+
+logger = logging.getLogger("microasgi.broadcast")
+
+# KEYS[1]: the channel's counter; ARGV[1]: the channel; ARGV[2]: the message.
+_PUBLISH = """
+local seq = redis.call('INCR', KEYS[1])
+redis.call('PUBLISH', ARGV[1], seq .. ':' .. ARGV[2])
+return seq
+"""
+
+
+def _redacted(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[-1]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return urlunsplit(parts._replace(netloc=user + netloc))
+
+
+class RedisBackend:
+    """Fan-out through Redis pub/sub, reconnecting by itself.
+
+    `reconnect_delay` is the first and the longest wait between reconnection
+    attempts (doubling in between); `key_prefix` names the counters.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        deliver: Callable[[Event], None],
+        task_group: Callable[[], TaskGroup],
+        *,
+        reconnect_delay: tuple[float, float] = (0.05, 2.0),
+        socket_timeout: float = 5.0,
+        key_prefix: str = "microasgi:broadcast:seq:",
+    ) -> None:
+        self.url = url
+        self._deliver = deliver
+        self._task_group = task_group
+        self._delays = reconnect_delay
+        self._socket_timeout = socket_timeout
+        self._prefix = key_prefix
+        # channel -> the highest sequence number seen (None: not known yet)
+        self._channels: dict[str, int | None] = {}
+        self._pubsub: Any = None
+        self._client: Any = None
+        self._subscribed = anyio.Event()  # set when a channel is added: wakes an idle listener
+        self.connected = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        from microasgi.broadcast import BroadcastError
+
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise BroadcastError("the redis:// backend needs asyncio (redis-py)") from None
+        try:
+            import redis.asyncio as aioredis
+            from redis.asyncio.retry import Retry
+            from redis.backoff import ExponentialBackoff
+        except ImportError:
+            raise BroadcastError(
+                "redis:// needs the redis package: pip install 'microasgi[redis]'"
+            ) from None
+        self._errors: tuple[type[Exception], ...] = (aioredis.RedisError, OSError)
+        self._client = aioredis.Redis.from_url(
+            self.url,
+            socket_connect_timeout=self._socket_timeout,
+            socket_timeout=self._socket_timeout,
+            # A pooled connection from before a Redis restart fails once: retry on a
+            # fresh one (twice at most, within about a second), then give up.
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError],
+        )
+        try:
+            await self._client.ping()
+        except self._errors as exc:
+            await self._client.aclose()
+            raise BroadcastError(f"cannot reach Redis at {_redacted(self.url)}: {exc}") from None
+        self._script = self._client.register_script(_PUBLISH)
+        started = anyio.Event()
+        self._task_group().start_soon(self._listen, started)
+        await started.wait()
+
+    async def disconnect(self) -> None:
+        await self._close_pubsub()
+        if self._client is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(*self._errors):
+                await self._client.aclose()
+        self.connected = False
+
+    # -- operations ----------------------------------------------------------------------
+
+    async def publish(self, channel: str, message: str) -> None:
+        from microasgi.broadcast import BroadcastError
+
+        try:
+            await self._script(keys=[self._prefix + channel], args=[channel, message])
+        except self._errors as exc:
+            raise BroadcastError(
+                f"Redis is unreachable, the message was not published: {exc}"
+            ) from None
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels[channel] = None
+        if self._pubsub is None:
+            return  # reconnecting: the listener subscribes when it is back
+        try:
+            await self._pubsub.subscribe(channel)
+            self._subscribed.set()
+            # Messages published after SUBSCRIBE may arrive before or after this
+            # answer; either way none of them is taken for a gap.
+            start = await self._counter(channel)
+        except self._errors:
+            return  # the listener notices the lost connection and resubscribes
+        if channel in self._channels:
+            seen = self._channels[channel]
+            self._channels[channel] = start if seen is None else max(seen, start)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(*self._errors):
+                await self._pubsub.unsubscribe(channel)
+
+    # -- the listener --------------------------------------------------------------------
+
+    async def _counter(self, channel: str) -> int:
+        value = await self._client.get(self._prefix + channel)
+        return int(value or 0)
+
+    async def _listen(self, started: anyio.Event) -> None:
+        first_delay, max_delay = self._delays
+        delay = first_delay
+        reconnecting = False
+        while True:
+            try:
+                if reconnecting:
+                    await self._client.ping()
+                    await self._resync()
+                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                if self._channels:
+                    await self._pubsub.subscribe(*self._channels)
+                if reconnecting:
+                    logger.warning("Reconnected to Redis at %s", _redacted(self.url))
+                self.connected = True
+                reconnecting = False
+                delay = first_delay
+                started.set()
+                while True:
+                    if not self._pubsub.subscribed:  # nothing to listen to (yet)
+                        await self._subscribed.wait()
+                        self._subscribed = anyio.Event()
+                        continue
+                    message = await self._pubsub.get_message(timeout=1.0)
+                    if message is not None and message.get("type") == "message":
+                        self._received(message["channel"], message["data"])
+            except self._errors as exc:
+                if not reconnecting:
+                    logger.warning(
+                        "Lost the connection to Redis at %s (%s); reconnecting",
+                        _redacted(self.url),
+                        exc,
+                    )
+                self.connected = False
+                reconnecting = True
+                started.set()
+                await self._close_pubsub()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, max_delay)
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(*self._errors):
+                await pubsub.aclose()
+
+    async def _resync(self) -> None:
+        """After a reconnection: tell each channel what it missed, before resubscribing.
+
+        The counter is read before SUBSCRIBE, so every message counted there was
+        published while we were away; one published between the two shows up as
+        a jump in the numbers of the next message.
+        """
+        for channel, seen in list(self._channels.items()):
+            now = await self._counter(channel)
+            if seen is None or now < seen:
+                # Never knew where we were, or Redis lost its data (restarted
+                # without persistence): some messages may be gone, how many is unknown.
+                event = Event(channel, None, "gap", None)
+            elif now > seen:
+                event = Event(channel, None, "gap", now - seen)
+            else:
+                event = Event(channel, None, "reconnected")
+            if channel in self._channels:
+                self._channels[channel] = now
+            self._deliver(event)
+
+    def _received(self, raw_channel: bytes, data: bytes) -> None:
+        channel = raw_channel.decode("utf-8", "replace")
+        number, _, body = data.partition(b":")
+        try:
+            seq = int(number)
+        except ValueError:  # published by something else than a Broadcast: no number
+            self._deliver(Event(channel, data.decode("utf-8", "replace")))
+            return
+        seen = self._channels.get(channel)
+        if seen is not None and seq > seen + 1:
+            self._deliver(Event(channel, None, "gap", seq - seen - 1))
+        if channel in self._channels:
+            self._channels[channel] = seq if seen is None else max(seen, seq)
+        self._deliver(Event(channel, body.decode("utf-8", "replace")))
