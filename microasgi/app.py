@@ -12,6 +12,7 @@ from microasgi.middleware.errors import ErrorGuard, ErrorHandler, log_after_star
 from microasgi.requests import DEFAULT_MAX_BODY_SIZE
 from microasgi.routing import BaseRoute, Mount, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send
+from microasgi.websockets import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["App"]
 
@@ -23,7 +24,8 @@ class App:
 
     `middleware` is a list of `Middleware(cls, **options)`, the first one
     outermost. `max_body_size` (bytes, None for no limit) bounds request
-    bodies; larger ones are answered with 413. `debug=True` puts tracebacks
+    bodies; larger ones are answered with 413. `max_message_size` bounds
+    WebSocket messages; a larger one closes the connection with 1009. `debug=True` puts tracebacks
     in 500 responses.
     """
 
@@ -34,12 +36,14 @@ class App:
         middleware: Sequence[Middleware] | None = None,
         max_body_size: int | None = DEFAULT_MAX_BODY_SIZE,
         *,
+        max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE,
         routes: Sequence[BaseRoute] | None = None,
         exception_handlers: dict[int | type[BaseException], Callable[..., Any]] | None = None,
         redirect_slashes: bool = True,
     ) -> None:
         self.debug = debug
         self.max_body_size = max_body_size
+        self.max_message_size = max_message_size
         self.router = Router(routes, redirect_slashes=redirect_slashes, lifespan=lifespan)
         self.user_middleware: list[Middleware] = list(middleware or [])
         self.exception_handlers: dict[int | type[BaseException], Callable[..., Any]] = dict(

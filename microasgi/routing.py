@@ -20,7 +20,7 @@ from microasgi.responses import (
     send_body,
 )
 from microasgi.types import ASGIApp, Receive, Scope, Send
-from microasgi.websockets import WebSocket, WebSocketState
+from microasgi.websockets import MAX_MESSAGE_SIZE_KEY, WebSocket, WebSocketState
 
 __all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Router", "WebSocketRoute"]
 
@@ -132,7 +132,11 @@ class Route(BaseRoute):
 
 
 class WebSocketRoute(BaseRoute):
-    """A WebSocket endpoint. Returning closes with 1000 (or denies, if never accepted)."""
+    """A WebSocket endpoint. Returning closes with 1000 (or denies, if never accepted).
+
+    `max_message_size` (bytes, None for no limit) overrides the app's limit;
+    a larger message closes the connection with 1009.
+    """
 
     methods = frozenset({_WEBSOCKET})
 
@@ -143,12 +147,14 @@ class WebSocketRoute(BaseRoute):
         *,
         name: str | None = None,
         middleware: Sequence[Middleware] | None = None,
+        max_message_size: int | None = _UNSET,
     ) -> None:
         self.template = PathTemplate(path)
         self.param_names = self.template.param_names
         self.path = path
         self.endpoint = endpoint
         self.name = name if name is not None else getattr(endpoint, "__name__", None)
+        self.max_message_size = max_message_size
         self._call = Endpoint(
             endpoint,
             path=path,
@@ -159,6 +165,8 @@ class WebSocketRoute(BaseRoute):
         self.app = _guarded(self.handle, middleware)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.max_message_size is not _UNSET:
+            scope[MAX_MESSAGE_SIZE_KEY] = self.max_message_size
         websocket = WebSocket(scope, receive, send)
         try:
             await self._call(websocket, scope["path_params"])

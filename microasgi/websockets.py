@@ -8,9 +8,14 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from microasgi.requests import HTTPConnection
+from microasgi.responses import PlainTextResponse, Response
 from microasgi.types import Message, Receive, Scope, Send
 
-__all__ = ["WebSocket", "WebSocketDisconnect", "WebSocketState"]
+__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WebSocket", "WebSocketDisconnect", "WebSocketState"]
+
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+#: Scope key a route sets to override the app's message size limit for itself.
+MAX_MESSAGE_SIZE_KEY = "microasgi.max_message_size"
 
 
 class WebSocketState(enum.Enum):
@@ -67,7 +72,29 @@ class WebSocket(HTTPConnection):
             raise RuntimeError(
                 f'expected "websocket.receive" or "websocket.disconnect", got {kind!r}'
             )
+        elif self._too_big(message):
+            limit = self._max_message_size()
+            await self.close(1009, f"message larger than {limit} bytes")
+            raise WebSocketDisconnect(1009, f"message larger than {limit} bytes")
         return message
+
+    def _max_message_size(self) -> int | None:
+        scope = self.scope
+        if MAX_MESSAGE_SIZE_KEY in scope:
+            limit: int | None = scope[MAX_MESSAGE_SIZE_KEY]
+            return limit
+        return getattr(scope.get("app"), "max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
+
+    def _too_big(self, message: Message) -> bool:
+        limit = self._max_message_size()
+        if limit is None:
+            return False
+        data = message.get("bytes")
+        if data is not None:
+            return len(data) > limit
+        text = message.get("text") or ""
+        # A character is 1 to 4 bytes in UTF-8: encode only when it could matter.
+        return len(text) > limit or (len(text) * 4 > limit and len(text.encode()) > limit)
 
     async def send(self, message: Message) -> None:
         """Send a raw event, checked against the connection state."""
@@ -110,8 +137,10 @@ class WebSocket(HTTPConnection):
         await self.send(message)
 
     async def _receive_data(self) -> Message:
-        if self.application_state is not WebSocketState.CONNECTED:
+        if self.application_state is WebSocketState.CONNECTING:
             raise RuntimeError('WebSocket is not connected: call "accept()" first')
+        if self.application_state is not WebSocketState.CONNECTED:
+            raise RuntimeError("cannot receive: the application has closed the connection")
         message = await self.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
@@ -136,7 +165,11 @@ class WebSocket(HTTPConnection):
         return result
 
     async def receive_json(self, mode: str = "text") -> Any:
-        """The next message parsed as JSON; ValueError if it is not JSON."""
+        """The next message parsed as JSON.
+
+        A message that is not JSON raises ValueError (json.JSONDecodeError) and
+        the connection stays open: catch it to answer the client.
+        """
         if mode not in ("text", "binary"):
             raise ValueError('mode must be "text" or "binary"')
         data: str | bytes = await (self.receive_text() if mode == "text" else self.receive_bytes())
@@ -182,10 +215,35 @@ class WebSocket(HTTPConnection):
             raise ValueError('mode must be "text" or "binary"')
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        """Close the connection (before accept(): deny the handshake, HTTP 403).
+        """Close the connection; before accept() this denies the handshake (HTTP 403,
+        with `reason` as the body where the server supports denial responses).
 
         Closing a connection that is already closed does nothing.
         """
         if self.application_state is WebSocketState.CLOSED:
             return
+        if self.application_state is WebSocketState.CONNECTING and self.can_send_denial_response:
+            await self.send_denial_response(PlainTextResponse(reason or "Forbidden", 403))
+            return
         await self.send({"type": "websocket.close", "code": code, "reason": reason})
+
+    @property
+    def can_send_denial_response(self) -> bool:
+        """Whether the server lets the app refuse a handshake with an HTTP response."""
+        return "websocket.http.response" in (self.scope.get("extensions") or {})
+
+    async def send_denial_response(self, response: Response) -> None:
+        """Refuse the handshake with `response` (status, headers and body).
+
+        Needs the server's websocket.http.response extension (uvicorn has it);
+        without it, use close(), which the server turns into a 403.
+        """
+        if self.application_state is not WebSocketState.CONNECTING:
+            raise RuntimeError("a denial response can only be sent before accept()")
+        if not self.can_send_denial_response:
+            raise RuntimeError("the server does not support WebSocket denial responses")
+
+        async def send(message: Message) -> None:
+            await self.send({**message, "type": "websocket." + message["type"]})
+
+        await response(self.scope, self._receive, send)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from microasgi.testclient import TestClient
 from microasgi.types import ASGIApp
+from tests.services import RedisServer, require
 
 
 @pytest.fixture(params=["asyncio", "trio"])
@@ -33,3 +36,19 @@ def make_client(anyio_backend: str) -> Iterator[Callable[..., TestClient]]:
     yield make
     for client in clients:
         client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A running redis-server on a free port (skipped, or failed in CI, if not installed)."""
+    require(
+        shutil.which("redis-server") is not None,
+        "redis-server",
+        "install it (apt-get install redis-server)",
+    )
+    server = RedisServer(tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

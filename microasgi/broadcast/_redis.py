@@ -70,7 +70,10 @@ class RedisBackend:
         self._channels: dict[str, int | None] = {}
         self._pubsub: Any = None
         self._client: Any = None
-        self._subscribed = anyio.Event()  # set when a channel is added: wakes an idle listener
+        self._listener: Any = None
+        self._wake = anyio.Event()  # set by subscribe(): wakes an idle listener
+        self._up = anyio.Event()  # set while the listener is connected
+        self._broken = False  # a subscribe failed: the listener must reconnect
         self.connected = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -85,25 +88,35 @@ class RedisBackend:
         try:
             import redis.asyncio as aioredis
             from redis.asyncio.retry import Retry
-            from redis.backoff import ExponentialBackoff
+            from redis.backoff import ExponentialBackoff, NoBackoff
         except ImportError:
             raise BroadcastError(
                 "redis:// needs the redis package: pip install 'microasgi[redis]'"
             ) from None
         self._errors: tuple[type[Exception], ...] = (aioredis.RedisError, OSError)
+        timeouts: dict[str, Any] = {
+            "socket_connect_timeout": self._socket_timeout,
+            "socket_timeout": self._socket_timeout,
+        }
+        # For publishing: a pooled connection from before a Redis restart fails
+        # once, so retry on a fresh one (twice at most, within about a second).
         self._client = aioredis.Redis.from_url(
             self.url,
-            socket_connect_timeout=self._socket_timeout,
-            socket_timeout=self._socket_timeout,
-            # A pooled connection from before a Redis restart fails once: retry on a
-            # fresh one (twice at most, within about a second), then give up.
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
             retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError],
+            **timeouts,
+        )
+        # For listening: no retries, so that a lost connection is seen (and the
+        # subscribers told what they missed) instead of silently papered over;
+        # health checks PING a connection idle for a second before it is reused
+        # (a pooled one may have died with a Redis restart) and while listening.
+        self._listener = aioredis.Redis.from_url(
+            self.url, retry=Retry(NoBackoff(), retries=0), health_check_interval=1, **timeouts
         )
         try:
-            await self._client.ping()
+            await self._listener.ping()
         except self._errors as exc:
-            await self._client.aclose()
+            await self._close_clients()
             raise BroadcastError(f"cannot reach Redis at {_redacted(self.url)}: {exc}") from None
         self._script = self._client.register_script(_PUBLISH)
         started = anyio.Event()
@@ -111,11 +124,16 @@ class RedisBackend:
         await started.wait()
 
     async def disconnect(self) -> None:
+        self._set_connected(False)
         await self._close_pubsub()
-        if self._client is not None:
-            with anyio.CancelScope(shield=True), contextlib.suppress(*self._errors):
-                await self._client.aclose()
+        await self._close_clients()
         self.connected = False
+
+    async def _close_clients(self) -> None:
+        for client in (self._client, self._listener):
+            if client is not None:
+                with anyio.CancelScope(shield=True), contextlib.suppress(*self._errors):
+                    await client.aclose()
 
     # -- operations ----------------------------------------------------------------------
 
@@ -130,17 +148,40 @@ class RedisBackend:
             ) from None
 
     async def subscribe(self, channel: str) -> None:
-        self._channels[channel] = None
-        if self._pubsub is None:
-            return  # reconnecting: the listener subscribes when it is back
-        try:
-            await self._pubsub.subscribe(channel)
-            self._subscribed.set()
-            # Messages published after SUBSCRIBE may arrive before or after this
-            # answer; either way none of them is taken for a gap.
-            start = await self._counter(channel)
-        except self._errors:
-            return  # the listener notices the lost connection and resubscribes
+        """Subscribe; returns once the subscription is live.
+
+        While the listener is reconnecting this waits for it (at most the socket
+        timeout), then raises BroadcastError: a subscriber never believes it is
+        listening when it is not.
+        """
+        from microasgi.broadcast import BroadcastError
+
+        for attempt in (1, 2):
+            with anyio.move_on_after(self._socket_timeout):
+                await self._up.wait()
+            try:
+                if self._pubsub is None:
+                    raise ConnectionError("reconnecting")
+                if not self._pubsub.subscribed:
+                    # Nothing was listening, so no one noticed if Redis restarted
+                    # meanwhile: start from fresh connections, not idle pooled ones.
+                    await self._listener.connection_pool.disconnect()
+                self._channels[channel] = None
+                await self._pubsub.subscribe(channel)
+                # Messages published after SUBSCRIBE may arrive before or after this
+                # answer; either way none of them is taken for a gap.
+                start = await self._counter(channel)
+                break
+            except self._errors as exc:
+                # The listener's connection is stale (say Redis restarted while it
+                # was idle): have it rebuilt, and try once more when it is back.
+                self._channels.pop(channel, None)
+                self._broken = True
+                self._set_connected(False)
+                self._wake.set()
+                if attempt == 2:
+                    raise BroadcastError(f"Redis is unreachable, cannot subscribe: {exc}") from None
+        self._wake.set()  # an idle listener has something to listen to now
         if channel in self._channels:
             seen = self._channels[channel]
             self._channels[channel] = start if seen is None else max(seen, start)
@@ -154,7 +195,7 @@ class RedisBackend:
     # -- the listener --------------------------------------------------------------------
 
     async def _counter(self, channel: str) -> int:
-        value = await self._client.get(self._prefix + channel)
+        value = await self._listener.get(self._prefix + channel)
         return int(value or 0)
 
     async def _listen(self, started: anyio.Event) -> None:
@@ -164,21 +205,23 @@ class RedisBackend:
         while True:
             try:
                 if reconnecting:
-                    await self._client.ping()
+                    await self._listener.ping()
                     await self._resync()
-                self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
                 if self._channels:
                     await self._pubsub.subscribe(*self._channels)
                 if reconnecting:
                     logger.warning("Reconnected to Redis at %s", _redacted(self.url))
-                self.connected = True
+                self._set_connected(True)
                 reconnecting = False
                 delay = first_delay
                 started.set()
                 while True:
+                    if self._broken:
+                        raise ConnectionError("a subscription failed on this connection")
                     if not self._pubsub.subscribed:  # nothing to listen to (yet)
-                        await self._subscribed.wait()
-                        self._subscribed = anyio.Event()
+                        await self._wake.wait()
+                        self._wake = anyio.Event()
                         continue
                     message = await self._pubsub.get_message(timeout=1.0)
                     if message is not None and message.get("type") == "message":
@@ -190,12 +233,20 @@ class RedisBackend:
                         _redacted(self.url),
                         exc,
                     )
-                self.connected = False
+                self._set_connected(False)
+                self._broken = False
                 reconnecting = True
                 started.set()
                 await self._close_pubsub()
                 await anyio.sleep(delay)
                 delay = min(delay * 2, max_delay)
+
+    def _set_connected(self, connected: bool) -> None:
+        self.connected = connected
+        if connected:
+            self._up.set()
+        elif self._up.is_set():
+            self._up = anyio.Event()
 
     async def _close_pubsub(self) -> None:
         pubsub, self._pubsub = self._pubsub, None
@@ -212,9 +263,12 @@ class RedisBackend:
         """
         for channel, seen in list(self._channels.items()):
             now = await self._counter(channel)
-            if seen is None or now < seen:
-                # Never knew where we were, or Redis lost its data (restarted
-                # without persistence): some messages may be gone, how many is unknown.
+            if seen is None:  # subscribed just before the connection went: start here
+                self._channels[channel] = now
+                continue
+            if now < seen:
+                # Redis lost its data (restarted without persistence): some
+                # messages may be gone, how many is unknown.
                 event = Event(channel, None, "gap", None)
             elif now > seen:
                 event = Event(channel, None, "gap", now - seen)

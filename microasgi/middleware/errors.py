@@ -142,7 +142,17 @@ class ErrorHandler:
         else:
             logger.error("Exception in WebSocket %s", scope.get("path"), exc_info=exc)
             code, reason = 1011, ""
-        # Before accept, a close denies the handshake (the server answers 403).
+        if state is WebSocketState.CONNECTING:
+            # Deny the handshake: with the HTTPException's own answer (or a 500)
+            # where the server takes denial responses, else a close (a 403).
+            websocket = WebSocket(scope, receive, send)
+            if websocket.can_send_denial_response and isinstance(exc, HTTPException):
+                await websocket.send_denial_response(http_exception_response(exc))
+            elif websocket.can_send_denial_response and code == 1011:
+                await websocket.send_denial_response(self._server_error(exc))
+            else:
+                await websocket.close(code, reason)
+            return
         await send({"type": "websocket.close", "code": code, "reason": reason})
 
 

@@ -432,3 +432,186 @@ def test_receive_after_client_disconnect_is_runtime_error(make_client: Any) -> N
     session = make_client(app).websocket_connect("/ws")
     session.close()
     assert outcome == ["disconnect", "runtime error"]
+
+
+# -- message size limit (close 1009) ----------------------------------------------------
+
+
+def _size_app(**app_options: Any) -> tuple[App, list[int]]:
+    app = App(**app_options)
+    codes: list[int] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            async for message in websocket.iter_bytes():
+                await websocket.send_bytes(message)
+        finally:
+            codes.append(websocket.client_state.value)
+
+    @app.websocket("/small", max_message_size=10)
+    async def small(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+        except WebSocketDisconnect as exc:
+            codes.append(exc.code)
+            raise
+
+    return app, codes
+
+
+def test_message_over_the_app_limit_closes_1009(make_client: Any) -> None:
+    app, _ = _size_app(max_message_size=1000)
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_bytes(b"x" * 1000)
+        assert session.receive_bytes() == b"x" * 1000
+        session.send_bytes(b"x" * 1001)
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_bytes()
+        assert info.value.code == 1009
+
+
+def test_route_limit_overrides_and_counts_utf8_bytes(make_client: Any) -> None:
+    app, codes = _size_app()
+    client = make_client(app)
+    with client.websocket_connect("/small") as session:
+        session.send_text("é" * 5)  # 10 bytes: at the limit
+        assert session.receive_text() == "é" * 5
+        session.send_text("é" * 6)  # 6 characters but 12 bytes
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert info.value.code == 1009
+    assert codes == [1009]  # the handler saw the disconnect too
+
+
+def test_default_limit_is_one_mebibyte_and_none_means_no_limit(make_client: Any) -> None:
+    app, _ = _size_app()
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_bytes(b"x" * (1024 * 1024))
+        assert len(session.receive_bytes()) == 1024 * 1024
+        session.send_bytes(b"x" * (1024 * 1024 + 1))
+        with pytest.raises(WebSocketDisconnect):
+            session.receive_bytes()
+    app, _ = _size_app(max_message_size=None)
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_bytes(b"x" * (3 * 1024 * 1024))
+        assert len(session.receive_bytes()) == 3 * 1024 * 1024
+
+
+# -- denying the handshake --------------------------------------------------------------
+
+
+def test_close_before_accept_denies_with_403_and_the_reason(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.close(4003, "members only")
+
+    with pytest.raises(WebSocketDenied) as info:
+        make_client(app).websocket_connect("/ws")
+    assert info.value.status_code == 403
+    assert info.value.body == b"members only"
+
+
+def test_http_exception_before_accept_becomes_the_denial_response(make_client: Any) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        raise HTTPException(401, "log in first", headers={"WWW-Authenticate": "Bearer"})
+
+    with pytest.raises(WebSocketDenied) as info:
+        make_client(app).websocket_connect("/ws")
+    assert info.value.status_code == 401
+    assert info.value.headers["www-authenticate"] == "Bearer"
+    assert info.value.body == b"log in first"
+
+
+def test_unexpected_error_before_accept_is_a_500_denial(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        raise KeyError("boom")
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"), pytest.raises(WebSocketDenied) as info:
+        make_client(app).websocket_connect("/ws")
+    assert info.value.status_code == 500
+    assert b"boom" not in info.value.body
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+
+
+def test_send_denial_response_after_accept_is_an_error(make_client: Any) -> None:
+    from microasgi import PlainTextResponse
+
+    app = App()
+    errors: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.send_denial_response(PlainTextResponse("no", 403))
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await websocket.close()
+
+    with make_client(app).websocket_connect("/ws") as session, pytest.raises(WebSocketDisconnect):
+        session.receive_text()
+    assert errors == ["a denial response can only be sent before accept()"]
+
+
+@pytest.mark.anyio
+async def test_without_the_extension_a_denial_is_a_close() -> None:
+    """A server without websocket.http.response gets websocket.close (and answers 403)."""
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        raise HTTPException(401)
+
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "root_path": "",
+        "headers": [],
+        "query_string": b"",
+    }
+    await app(scope, receive, send)
+    assert sent == [{"type": "websocket.close", "code": 1008, "reason": "Unauthorized"}]
+
+
+def test_close_twice_is_a_no_op_and_receive_after_close_is_an_error(make_client: Any) -> None:
+    app = App()
+    outcome: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.close(4000, "bye")
+        await websocket.close()
+        try:
+            await websocket.receive_text()
+        except RuntimeError as exc:
+            outcome.append(str(exc))
+
+    with make_client(app).websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert (info.value.code, info.value.reason) == (4000, "bye")
+    assert outcome == ["cannot receive: the application has closed the connection"]
