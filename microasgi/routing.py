@@ -162,6 +162,8 @@ class WebSocketRoute(BaseRoute):
             connection_class=WebSocket,
             connection_names=("ws", "websocket"),
         )
+        if not self._call.is_async:
+            raise TypeError(f"WebSocket endpoint {path!r} must be an async def")
         self.app = _guarded(self.handle, middleware)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,7 +176,8 @@ class WebSocketRoute(BaseRoute):
             state = websocket.application_state
             await errors_for(scope).websocket_error(exc, scope, receive, send, state)
             return
-        if websocket.application_state in (WebSocketState.CONNECTING, WebSocketState.CONNECTED):
+        open_states = (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
+        if websocket.application_state in open_states and websocket.client_state in open_states:
             await websocket.close(1000)
 
     def __repr__(self) -> str:

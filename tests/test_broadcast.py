@@ -116,8 +116,29 @@ async def test_misuse_is_reported_clearly() -> None:
     with pytest.raises(TypeError):
         Broadcast("memory://", reconnect_delay=(1, 2))
     with pytest.raises(ValueError, match="max_queue"):
-        async with Broadcast(max_queue=0) as broadcast, broadcast.subscribe("a"):
-            pass
+        Broadcast(max_queue=0)
+
+
+async def test_subscribers_arriving_together_all_receive() -> None:
+    async with Broadcast() as broadcast, anyio.create_task_group() as tg:
+        got: list[str | None] = []
+        ready = anyio.Event()
+        count = 0
+
+        async def listen() -> None:
+            nonlocal count
+            async with broadcast.subscribe("a") as subscriber:
+                count += 1
+                if count == 3:
+                    ready.set()
+                got.append((await next_event(subscriber)).message)
+
+        for _ in range(3):
+            tg.start_soon(listen)
+        with anyio.fail_after(5):
+            await ready.wait()
+        await broadcast.publish("a", "x")
+    assert got == ["x", "x", "x"]
 
 
 # -- redis:// -----------------------------------------------------------------------
@@ -230,3 +251,39 @@ async def test_publish_while_redis_is_down_fails_fast(redis_server: RedisServer)
         async with broadcast.subscribe("room") as sub:
             await broadcast.publish("room", "back")
             assert (await next_event(sub)).message == "back"
+
+
+@redis_only
+async def test_redis_losing_its_data_is_a_gap_of_unknown_size(redis_server: RedisServer) -> None:
+    """A restart without the saved data: counters start over, so nothing can be counted."""
+    async with (
+        Broadcast(redis_server.url, reconnect_delay=(1.0, 1.0)) as away,
+        away.subscribe("room") as sub,
+    ):
+        await away.publish("room", "before")
+        assert (await next_event(sub)).message == "before"
+        redis_server.process.kill()  # type: ignore[union-attr]  # no save on the way out
+        redis_server.process.wait()  # type: ignore[union-attr]
+        redis_server.process = None
+        for dump in redis_server.directory.glob("*.rdb"):
+            dump.unlink()
+        redis_server.start()
+        async with Broadcast(redis_server.url) as other:
+            for number in range(5):  # more than before: the counter alone would mislead
+                await other.publish("room", f"new {number}")
+        event = await next_event(sub, timeout=15)
+        assert (event.kind, event.missed) == ("gap", None)
+        await away.publish("room", "after")
+        assert (await next_event(sub)).message == "after"
+
+
+@redis_only
+async def test_messages_from_other_publishers_pass_as_they_are(redis_server: RedisServer) -> None:
+    import redis.asyncio as aioredis
+
+    async with Broadcast(redis_server.url) as broadcast, broadcast.subscribe("room") as sub:
+        client = aioredis.Redis.from_url(redis_server.url)
+        await client.publish("room", "12:30 lunch")
+        await client.aclose()
+        event = await next_event(sub)
+        assert (event.kind, event.message) == ("message", "12:30 lunch")

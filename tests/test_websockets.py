@@ -615,3 +615,39 @@ def test_close_twice_is_a_no_op_and_receive_after_close_is_an_error(make_client:
             session.receive_text()
         assert (info.value.code, info.value.reason) == (4000, "bye")
     assert outcome == ["cannot receive: the application has closed the connection"]
+
+
+def test_a_plain_def_websocket_endpoint_is_refused_at_registration() -> None:
+    app = App()
+    with pytest.raises(TypeError, match="must be an async def"):
+
+        @app.websocket("/ws")
+        def ws(websocket: WebSocket) -> None:
+            pass
+
+
+@pytest.mark.anyio
+async def test_no_close_is_sent_after_the_client_has_gone() -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for _ in websocket.iter_text():
+            pass  # ends when the client disconnects; then the handler returns
+
+    sent: list[dict[str, Any]] = []
+    incoming = [
+        {"type": "websocket.connect"},
+        {"type": "websocket.receive", "text": "hi"},
+        {"type": "websocket.disconnect", "code": 1001},
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await app({"type": "websocket", "path": "/ws", "root_path": "", "headers": []}, receive, send)
+    assert [m["type"] for m in sent] == ["websocket.accept"]

@@ -47,9 +47,15 @@ class Broadcast:
     """
 
     def __init__(self, url: str = "memory://", *, max_queue: int = 1000, **options: Any) -> None:
+        if max_queue < 1:
+            raise ValueError("max_queue must be at least 1")
         self.url = url
         self.max_queue = max_queue
         self._subscribers: dict[str, set[Subscriber]] = {}
+        # Channels the backend listens to, and a lock per channel so that one
+        # subscriber at a time sets that up (the others wait, or retry if it failed).
+        self._live: set[str] = set()
+        self._locks: dict[str, anyio.Lock] = {}
         self._stack: AsyncExitStack | None = None
         scheme = urlsplit(url).scheme
         self._backend: Backend
@@ -88,6 +94,7 @@ class Broadcast:
     async def disconnect(self) -> None:
         """Disconnect; every subscriber's iteration ends."""
         stack, self._stack = self._stack, None
+        self._live.clear()
         for subscribers in self._subscribers.values():
             for subscriber in subscribers:
                 subscriber.close()
@@ -122,20 +129,25 @@ class Broadcast:
             raise RuntimeError("use the Broadcast in `async with broadcast:` first")
         subscriber = Subscriber(channel, self.max_queue)
         subscribers = self._subscribers.setdefault(channel, set())
-        first = not subscribers
         subscribers.add(subscriber)
+        lock = self._locks.setdefault(channel, anyio.Lock())
         try:
-            if first:
-                await self._backend.subscribe(channel)
+            async with lock:
+                if channel not in self._live:
+                    await self._backend.subscribe(channel)
+                    self._live.add(channel)
             yield subscriber
         finally:
             subscriber.close()
             subscribers.discard(subscriber)
             if not subscribers:
                 del self._subscribers[channel]
-                if self._stack is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._backend.unsubscribe(channel)
+                self._locks.pop(channel, None)
+                if channel in self._live:
+                    self._live.discard(channel)
+                    if self._stack is not None:
+                        with anyio.CancelScope(shield=True):
+                            await self._backend.unsubscribe(channel)
 
     def subscriber_count(self, channel: str) -> int:
         """How many subscribers `channel` has in this process."""

@@ -2,10 +2,12 @@
 
 Pub/sub keeps nothing for a subscriber that is not connected, so each
 publish also counts itself: a Lua script increments a per-channel sequence
-number and publishes "<seq>:<message>" in one step. A subscriber that sees a
-jump in the numbers, or finds the counter moved on while it was reconnecting,
-knows exactly how many messages it missed and says so with a "gap" event;
-when nothing was missed it says "reconnected".
+number and publishes "\x1e<seq>\x1e<message>" in one step. A subscriber that
+sees a jump in the numbers, or finds the counter moved on while it was
+reconnecting, knows exactly how many messages it missed and says so with a
+"gap" event; when nothing was missed it says "reconnected". An "epoch" key,
+set once, tells whether Redis lost its data meanwhile (restarted without
+persistence): then the counters started over and the gap is of unknown size.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -26,12 +29,15 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger("microasgi.broadcast")
 
-# KEYS[1]: the channel's counter; ARGV[1]: the channel; ARGV[2]: the message.
+# KEYS[1]: the channel's counter, KEYS[2]: the epoch; ARGV: channel, message, a new epoch.
 _PUBLISH = """
+redis.call('SET', KEYS[2], ARGV[3], 'NX')
 local seq = redis.call('INCR', KEYS[1])
-redis.call('PUBLISH', ARGV[1], seq .. ':' .. ARGV[2])
+local mark = string.char(30)
+redis.call('PUBLISH', ARGV[1], mark .. seq .. mark .. ARGV[2])
 return seq
 """
+_MARK = b"\x1e"  # starts a numbered message: other publishers' messages pass as they are
 
 
 def _redacted(url: str) -> str:
@@ -58,14 +64,16 @@ class RedisBackend:
         *,
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
         socket_timeout: float = 5.0,
-        key_prefix: str = "microasgi:broadcast:seq:",
+        key_prefix: str = "microasgi:broadcast:",
     ) -> None:
         self.url = url
         self._deliver = deliver
         self._task_group = task_group
         self._delays = reconnect_delay
         self._socket_timeout = socket_timeout
-        self._prefix = key_prefix
+        self._counters = key_prefix + "seq:"
+        self._epoch_key = key_prefix + "epoch"
+        self._epoch: bytes | None = None
         # channel -> the highest sequence number seen (None: not known yet)
         self._channels: dict[str, int | None] = {}
         self._pubsub: Any = None
@@ -115,6 +123,7 @@ class RedisBackend:
         )
         try:
             await self._listener.ping()
+            self._epoch = await self._current_epoch()
         except self._errors as exc:
             await self._close_clients()
             raise BroadcastError(f"cannot reach Redis at {_redacted(self.url)}: {exc}") from None
@@ -141,7 +150,10 @@ class RedisBackend:
         from microasgi.broadcast import BroadcastError
 
         try:
-            await self._script(keys=[self._prefix + channel], args=[channel, message])
+            await self._script(
+                keys=[self._counters + channel, self._epoch_key],
+                args=[channel, message, uuid.uuid4().hex],
+            )
         except self._errors as exc:
             raise BroadcastError(
                 f"Redis is unreachable, the message was not published: {exc}"
@@ -195,8 +207,14 @@ class RedisBackend:
     # -- the listener --------------------------------------------------------------------
 
     async def _counter(self, channel: str) -> int:
-        value = await self._listener.get(self._prefix + channel)
+        value = await self._listener.get(self._counters + channel)
         return int(value or 0)
+
+    async def _current_epoch(self) -> bytes | None:
+        """The epoch, set now if Redis has none (it is new, or lost its data)."""
+        await self._listener.set(self._epoch_key, uuid.uuid4().hex, nx=True)
+        epoch: bytes | None = await self._listener.get(self._epoch_key)
+        return epoch
 
     async def _listen(self, started: anyio.Event) -> None:
         first_delay, max_delay = self._delays
@@ -212,6 +230,7 @@ class RedisBackend:
                     await self._pubsub.subscribe(*self._channels)
                 if reconnecting:
                     logger.warning("Reconnected to Redis at %s", _redacted(self.url))
+                self._broken = False  # a subscribe that failed meanwhile: settled now
                 self._set_connected(True)
                 reconnecting = False
                 delay = first_delay
@@ -261,14 +280,17 @@ class RedisBackend:
         published while we were away; one published between the two shows up as
         a jump in the numbers of the next message.
         """
+        epoch = await self._current_epoch()
+        data_lost = epoch != self._epoch
+        self._epoch = epoch
         for channel, seen in list(self._channels.items()):
             now = await self._counter(channel)
             if seen is None:  # subscribed just before the connection went: start here
                 self._channels[channel] = now
                 continue
-            if now < seen:
-                # Redis lost its data (restarted without persistence): some
-                # messages may be gone, how many is unknown.
+            if data_lost or now < seen:
+                # Redis lost its data (restarted without persistence) and the
+                # counters started over: some messages may be gone, how many is unknown.
                 event = Event(channel, None, "gap", None)
             elif now > seen:
                 event = Event(channel, None, "gap", now - seen)
@@ -280,12 +302,12 @@ class RedisBackend:
 
     def _received(self, raw_channel: bytes, data: bytes) -> None:
         channel = raw_channel.decode("utf-8", "replace")
-        number, _, body = data.partition(b":")
-        try:
-            seq = int(number)
-        except ValueError:  # published by something else than a Broadcast: no number
+        number, mark, body = data[1:].partition(_MARK)
+        if not (data.startswith(_MARK) and mark and number.isdigit()):
+            # Published by something else than a Broadcast: no number to check.
             self._deliver(Event(channel, data.decode("utf-8", "replace")))
             return
+        seq = int(number)
         seen = self._channels.get(channel)
         if seen is not None and seq > seen + 1:
             self._deliver(Event(channel, None, "gap", seq - seen - 1))
