@@ -287,3 +287,24 @@ async def test_messages_from_other_publishers_pass_as_they_are(redis_server: Red
         await client.aclose()
         event = await next_event(sub)
         assert (event.kind, event.message) == ("message", "12:30 lunch")
+
+
+@redis_only
+async def test_a_message_published_right_after_subscribe_arrives(redis_server: RedisServer) -> None:
+    """subscribe() returns only once Redis has confirmed: nothing falls in between,
+    also for subscribers arriving together."""
+    async with Broadcast(redis_server.url) as broadcast, anyio.create_task_group() as tg:
+        got: dict[str, list[str | None]] = {}
+
+        async def own_message(name: str) -> None:
+            async with broadcast.subscribe("together") as subscriber:
+                await broadcast.publish("together", name)
+                seen = got.setdefault(name, [])
+                with anyio.fail_after(5):
+                    while name not in seen:
+                        seen.append((await subscriber.get()).message)
+
+        for round_ in range(5):
+            for name in ("a", "b", "c"):
+                tg.start_soon(own_message, f"{name}{round_}")
+    assert len(got) == 15

@@ -80,6 +80,10 @@ class RedisBackend:
         self._client: Any = None
         self._listener: Any = None
         self._wake = anyio.Event()  # set by subscribe(): wakes an idle listener
+        # Set when Redis confirms a SUBSCRIBE (the listener reads the confirmations).
+        self._confirmations: dict[str, anyio.Event] = {}
+        # What a channel missed while we were away, told once it is subscribed again.
+        self._notices: dict[str, Event] = {}
         self._up = anyio.Event()  # set while the listener is connected
         self._broken = False  # a subscribe failed: the listener must reconnect
         self.connected = False
@@ -179,21 +183,27 @@ class RedisBackend:
                     # meanwhile: start from fresh connections, not idle pooled ones.
                     await self._listener.connection_pool.disconnect()
                 self._channels[channel] = None
-                await self._pubsub.subscribe(channel)
-                # Messages published after SUBSCRIBE may arrive before or after this
-                # answer; either way none of them is taken for a gap.
+                confirmed = self._confirmations[channel] = anyio.Event()
+                await self._pubsub.subscribe(channel)  # sends it; the listener reads the answer
+                self._wake.set()
+                with anyio.move_on_after(self._socket_timeout):
+                    await confirmed.wait()
+                if not confirmed.is_set():
+                    raise ConnectionError("Redis did not confirm the subscription")
+                # Live now. Messages published after SUBSCRIBE may arrive before or
+                # after this answer; either way none of them is taken for a gap.
                 start = await self._counter(channel)
                 break
             except self._errors as exc:
                 # The listener's connection is stale (say Redis restarted while it
                 # was idle): have it rebuilt, and try once more when it is back.
                 self._channels.pop(channel, None)
+                self._confirmations.pop(channel, None)
                 self._broken = True
                 self._set_connected(False)
                 self._wake.set()
                 if attempt == 2:
                     raise BroadcastError(f"Redis is unreachable, cannot subscribe: {exc}") from None
-        self._wake.set()  # an idle listener has something to listen to now
         if channel in self._channels:
             seen = self._channels[channel]
             self._channels[channel] = start if seen is None else max(seen, start)
@@ -225,7 +235,7 @@ class RedisBackend:
                 if reconnecting:
                     await self._listener.ping()
                     await self._resync()
-                self._pubsub = self._listener.pubsub(ignore_subscribe_messages=True)
+                self._pubsub = self._listener.pubsub()
                 if self._channels:
                     await self._pubsub.subscribe(*self._channels)
                 if reconnecting:
@@ -243,8 +253,11 @@ class RedisBackend:
                         self._wake = anyio.Event()
                         continue
                     message = await self._pubsub.get_message(timeout=1.0)
-                    if message is not None and message.get("type") == "message":
+                    kind = message and message.get("type")
+                    if kind == "message":
                         self._received(message["channel"], message["data"])
+                    elif kind == "subscribe":
+                        self._confirmed(message["channel"])
             except self._errors as exc:
                 if not reconnecting:
                     logger.warning(
@@ -274,11 +287,12 @@ class RedisBackend:
                 await pubsub.aclose()
 
     async def _resync(self) -> None:
-        """After a reconnection: tell each channel what it missed, before resubscribing.
+        """After a reconnection: work out what each channel missed, before resubscribing.
 
         The counter is read before SUBSCRIBE, so every message counted there was
         published while we were away; one published between the two shows up as
-        a jump in the numbers of the next message.
+        a jump in the numbers of the next message. The subscribers are told when
+        Redis confirms the channel's new subscription (see `_confirmed`).
         """
         epoch = await self._current_epoch()
         data_lost = epoch != self._epoch
@@ -298,7 +312,16 @@ class RedisBackend:
                 event = Event(channel, None, "reconnected")
             if channel in self._channels:
                 self._channels[channel] = now
-            self._deliver(event)
+            self._notices[channel] = _merged(self._notices.get(channel), event)
+
+    def _confirmed(self, raw_channel: bytes) -> None:
+        channel = raw_channel.decode("utf-8", "replace")
+        confirmed = self._confirmations.pop(channel, None)
+        if confirmed is not None:
+            confirmed.set()
+        notice = self._notices.pop(channel, None)
+        if notice is not None and channel in self._channels:
+            self._deliver(notice)
 
     def _received(self, raw_channel: bytes, data: bytes) -> None:
         channel = raw_channel.decode("utf-8", "replace")
@@ -314,3 +337,15 @@ class RedisBackend:
         if channel in self._channels:
             self._channels[channel] = seq if seen is None else max(seen, seq)
         self._deliver(Event(channel, body.decode("utf-8", "replace")))
+
+
+def _merged(earlier: Event | None, later: Event) -> Event:
+    """One notice for two reconnections whose first was never told."""
+    if earlier is None or earlier.kind == "reconnected":
+        return later
+    if later.kind == "reconnected":
+        return earlier
+    missed = (
+        None if earlier.missed is None or later.missed is None else earlier.missed + later.missed
+    )
+    return Event(later.channel, None, "gap", missed)

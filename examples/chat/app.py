@@ -1,0 +1,318 @@
+"""A chat: rooms in the path, nicknames, join/leave notices, fanned out through Broadcast.
+
+    python -m microasgi run examples.chat:app                  # one process, memory://
+
+    MICROASGI_BROADCAST_URL=redis://127.0.0.1:6379/0 \\
+        python -m microasgi run examples.chat:app --workers 4  # four processes, one chat
+
+Pages: ``GET /`` (choose a nickname and a room) and ``GET /rooms/{room}`` (the chat).
+The browser talks to ``/ws/{room}?nick=NAME``: it sends text frames ``{"text": "..."}``
+and receives JSON events: ``message``, ``join``, ``leave``, ``notice`` and ``error``.
+docs/chat.md walks through this file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import string
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from html import escape
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import anyio
+
+from microasgi import (
+    App,
+    HTMLResponse,
+    HTTPException,
+    RedirectResponse,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from microasgi.broadcast import Broadcast, BroadcastError, Event, Subscriber
+
+__all__ = ["app", "clean_nick", "client_event", "parse_message", "valid_room"]
+
+logger = logging.getLogger("microasgi.chat")
+
+MAX_ROOM = 64
+MAX_NICK = 32
+MAX_TEXT = 2000
+# Longer frames are refused before parsing: 2,000 characters written as \uXXXX
+# escapes take 12,000, and some room is left for the JSON around them.
+MAX_FRAME = 16_384
+CHANNEL_PREFIX = "chat:room:"
+LEAVE_TIMEOUT = 5.0  # seconds we try to announce a leave once the client is gone
+
+_ROOM = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ROOM}}}")
+# Control characters (except tab and newline) and lone surrogates, which cannot be
+# encoded as UTF-8: removed from message texts.
+_UNWANTED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+HERE = Path(__file__).parent
+
+
+# -- validation ----------------------------------------------------------------------
+
+
+def valid_room(room: str) -> bool:
+    """1 to 64 letters, digits, `_` or `-`: safe in a path, an HTML page and a channel."""
+    return _ROOM.fullmatch(room) is not None
+
+
+def clean_nick(raw: str | None) -> str:
+    """The nickname without surrounding spaces; ValueError saying what is wrong with it."""
+    if raw is None:
+        raise ValueError("choose a nickname: /ws/{room}?nick=NAME")
+    nick = raw.strip()
+    if not nick:
+        raise ValueError("the nickname is empty")
+    if len(nick) > MAX_NICK:
+        raise ValueError(f"the nickname is longer than {MAX_NICK} characters")
+    if not nick.isprintable():
+        raise ValueError("the nickname contains control or invisible characters")
+    return nick
+
+
+def parse_message(raw: str) -> str:
+    """The text of a client frame `{"text": "..."}`; ValueError saying what is wrong."""
+    if len(raw) > MAX_FRAME:
+        raise ValueError(f"the message is longer than {MAX_TEXT} characters")
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError('messages are JSON like {"text": "hello"}') from None
+    if not isinstance(data, dict) or not isinstance(data.get("text"), str):
+        raise ValueError('messages are JSON like {"text": "hello"}')
+    text: str = data["text"]
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"the message is longer than {MAX_TEXT} characters")
+    text = _UNWANTED.sub("", text.replace("\r\n", "\n")).strip()
+    if not text:
+        raise ValueError("the message is empty")
+    return text
+
+
+# -- what goes over the wire ---------------------------------------------------------
+
+
+def client_event(event: Event) -> dict[str, Any] | None:
+    """The JSON a client gets for a Broadcast event (None: nothing to tell)."""
+    if event.kind == "message":
+        try:
+            data = json.loads(event.message or "")
+        except ValueError:
+            return None  # not published by this app (anyone can PUBLISH on Redis)
+        if isinstance(data, dict) and data.get("type") in ("message", "join", "leave"):
+            return data
+        return None
+    if event.kind == "gap":
+        text = "Some messages may have been lost"
+        if event.missed:
+            text += f" ({event.missed} missed)"
+        return {"type": "notice", "text": text + "."}
+    return {"type": "notice", "text": "Reconnected to the chat service."}
+
+
+def message_event(nick: str, text: str) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "id": secrets.token_hex(8),
+        "nick": nick,
+        "text": text,
+        "time": int(time.time() * 1000),  # milliseconds, like JavaScript's Date.now()
+    }
+
+
+class Outbox:
+    """Sends JSON to one client; the lock keeps the two tasks from writing at once.
+
+    A client that has gone away is not an error here: servers raise an OSError on
+    send, and the receiving side sees the disconnect and ends the connection.
+    """
+
+    def __init__(self, ws: WebSocket) -> None:
+        self.ws = ws
+        self._lock = anyio.Lock()
+
+    async def send(self, data: dict[str, Any]) -> None:
+        async with self._lock:
+            with contextlib.suppress(OSError):
+                await self.ws.send_json(data)
+
+    async def error(self, text: str, reason: str, **extra: Any) -> None:
+        await self.send({"type": "error", "reason": reason, "text": text, **extra})
+
+
+# -- the app -------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
+    url = os.environ.get("MICROASGI_BROADCAST_URL", "memory://")
+    async with Broadcast(url) as broadcast:
+        logger.info("chat: messages go through %s://", urlsplit(url).scheme)
+        yield {"broadcast": broadcast}
+
+
+app = App(lifespan=lifespan)
+
+PAGE_HEADERS = {
+    # Our own scripts, styles and WebSocket only: nothing inline, nothing from elsewhere.
+    "content-security-policy": (
+        "default-src 'self'; connect-src 'self'; img-src 'self' data:; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def _template(name: str) -> string.Template:
+    return string.Template((HERE / "templates" / name).read_text("utf-8"))
+
+
+LANDING = _template("index.html")
+ROOM = _template("room.html")
+STATIC = {
+    "chat.js": ((HERE / "static" / "chat.js").read_bytes(), "text/javascript; charset=utf-8"),
+    "chat.css": ((HERE / "static" / "chat.css").read_bytes(), "text/css; charset=utf-8"),
+}
+
+
+def landing_page(
+    room: str = "", nick: str = "", error: str = "", status_code: int = 200
+) -> HTMLResponse:
+    error_html = f'<p class="error" role="alert">{escape(error)}</p>' if error else ""
+    body = LANDING.substitute(room=escape(room), nick=escape(nick), error=error_html)
+    return HTMLResponse(body, status_code, headers=PAGE_HEADERS)
+
+
+@app.get("/")
+async def index(request: Request) -> HTMLResponse:
+    room = request.query_params.get("room") or "lobby"
+    return landing_page(room if valid_room(room) else "lobby")
+
+
+@app.get("/join")
+async def join(request: Request) -> Response:
+    """The landing form: on to the room's page, or back to the form saying what is wrong."""
+    room = (request.query_params.get("room") or "").strip()
+    nick = request.query_params.get("nick") or ""
+    if not valid_room(room):
+        error = f"Room names are 1 to {MAX_ROOM} letters, digits, _ or -."
+        return landing_page(room, nick, error, 400)
+    try:
+        nick = clean_nick(nick)
+    except ValueError as exc:
+        return landing_page(room, nick, f"Invalid nickname: {exc}.", 400)
+    url = request.url_for("room", room=room)
+    return RedirectResponse(f"{url}?{urlencode({'nick': nick})}", 303)
+
+
+@app.get("/rooms/{room}", name="room")
+async def room_page(room: str) -> HTMLResponse:
+    if not valid_room(room):
+        raise HTTPException(404, "No such room: names are letters, digits, _ or -")
+    return HTMLResponse(ROOM.substitute(room=escape(room)), headers=PAGE_HEADERS)
+
+
+@app.get("/static/{name}")
+async def static(name: str) -> Response:
+    if name not in STATIC:
+        raise HTTPException(404)
+    content, media_type = STATIC[name]
+    return Response(content, media_type=media_type, headers={"cache-control": "no-cache"})
+
+
+@app.websocket("/ws/{room}")
+async def chat_socket(ws: WebSocket, room: str) -> None:
+    # Refuse bad input before accepting: the client gets a denied handshake.
+    if not valid_room(room):
+        await ws.close(1008, f"invalid room name: 1 to {MAX_ROOM} letters, digits, _ or -")
+        return
+    try:
+        nick = clean_nick(ws.query_params.get("nick"))
+    except ValueError as exc:
+        await ws.close(1008, f"invalid nickname: {exc}")
+        return
+
+    broadcast: Broadcast = ws.state.broadcast
+    channel = CHANNEL_PREFIX + room
+    await ws.accept()
+    outbox = Outbox(ws)
+    try:
+        async with broadcast.subscribe(channel) as subscriber, anyio.create_task_group() as tg:
+            tg.start_soon(forward_events, subscriber, outbox, tg.cancel_scope)
+            if not await publish(broadcast, channel, {"type": "join", "nick": nick}):
+                await outbox.error(
+                    "The chat service is unavailable: others may not see that you joined.",
+                    "not_delivered",
+                )
+            await receive_messages(ws, broadcast, channel, nick, outbox)
+            tg.cancel_scope.cancel()  # the client left: stop forwarding
+    finally:
+        # Shielded: this also runs when the connection is cancelled (server shutdown).
+        with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
+            await publish(broadcast, channel, {"type": "leave", "nick": nick})
+
+
+async def publish(broadcast: Broadcast, channel: str, data: dict[str, Any]) -> bool:
+    """Publish `data` as JSON; False if the backend (Redis) cannot be reached."""
+    try:
+        await broadcast.publish(channel, json.dumps(data, ensure_ascii=False))
+    except BroadcastError as exc:
+        logger.warning("chat: %s: %s", channel, exc)
+        return False
+    except RuntimeError:  # the Broadcast is already closed: the server is shutting down
+        return False
+    return True
+
+
+async def receive_messages(
+    ws: WebSocket, broadcast: Broadcast, channel: str, nick: str, outbox: Outbox
+) -> None:
+    """Publish what the client sends until it leaves; mistakes are answered to it alone."""
+    while True:
+        try:
+            raw = await ws.receive_text()
+        except WebSocketDisconnect:
+            return
+        except TypeError:  # a binary frame
+            await outbox.error('messages are text frames of JSON like {"text": "hello"}', "invalid")
+            continue
+        try:
+            text = parse_message(raw)
+        except ValueError as exc:
+            await outbox.error(str(exc), "invalid")
+            continue
+        if not await publish(broadcast, channel, message_event(nick, text)):
+            await outbox.error(
+                "Your message was not delivered: the chat service is unavailable. "
+                "Try again in a moment.",
+                "not_delivered",
+                message=text,
+            )
+
+
+async def forward_events(subscriber: Subscriber, outbox: Outbox, done: anyio.CancelScope) -> None:
+    """Send the room's events to the client, until the subscription ends."""
+    async for event in subscriber:
+        data = client_event(event)
+        if data is not None:
+            await outbox.send(data)
+    # The Broadcast was closed: the server is shutting down. The client reconnects.
+    with contextlib.suppress(OSError):
+        await outbox.ws.close(1012, "the server is restarting")
+    done.cancel()

@@ -1,0 +1,388 @@
+"""The chat example (examples/chat) through the test client, on asyncio and trio."""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+from collections.abc import Iterator
+from typing import Any, cast
+
+import anyio
+import anyio.abc
+import pytest
+
+from examples.chat import app
+from examples.chat.app import STATIC, Outbox, client_event, forward_events
+from microasgi import WebSocket
+from microasgi.broadcast import Broadcast, BroadcastError, Event
+from microasgi.testclient import TestClient, WebSocketDenied, WebSocketSession
+from tests.helpers import MakeClient
+
+TIMEOUT = 5.0
+
+
+@pytest.fixture(autouse=True)
+def memory_broadcast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests run on memory://, whatever the environment says."""
+    monkeypatch.delenv("MICROASGI_BROADCAST_URL", raising=False)
+
+
+@pytest.fixture
+def client(make_client: MakeClient) -> Iterator[TestClient]:
+    with make_client(app) as client:
+        yield client
+
+
+def next_event(ws: WebSocketSession, *types: str) -> dict[str, Any]:
+    """The next event of one of `types` (all types if none), skipping the others."""
+    while True:
+        event: dict[str, Any] = ws.receive_json(timeout=TIMEOUT)
+        if not types or event["type"] in types:
+            return event
+
+
+def joined(client: TestClient, room: str, nick: str) -> WebSocketSession:
+    """A connected session that has seen its own join: it is subscribed from then on."""
+    ws = client.websocket_connect(f"/ws/{room}?nick={nick}")
+    assert next_event(ws) == {"type": "join", "nick": nick}
+    return ws
+
+
+def notice(text: str) -> dict[str, str]:
+    return {"type": "notice", "text": text}
+
+
+def say(ws: WebSocketSession, text: str) -> None:
+    ws.send_text(json.dumps({"text": text}))
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+def test_landing_page(client: TestClient) -> None:
+    response = client.get("/")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "default-src 'self'" in response.headers["content-security-policy"]
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert '<form id="join" action="join" method="get">' in response.text
+    assert 'value="lobby"' in response.text
+    assert 'src="static/chat.js"' in response.text
+
+
+def test_landing_page_prefills_only_valid_rooms(client: TestClient) -> None:
+    assert 'value="dev-2"' in client.get("/", params={"room": "dev-2"}).text
+    page = client.get("/", params={"room": '"><script>alert(1)</script>'}).text
+    assert "<script>alert" not in page
+    assert 'value="lobby"' in page
+
+
+def test_room_page(client: TestClient) -> None:
+    response = client.get("/rooms/general_1")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert "content-security-policy" in response.headers
+    assert 'data-room="general_1"' in response.text
+    assert "<title>#general_1 · microasgi chat</title>" in response.text
+    assert 'src="../static/chat.js"' in response.text
+    assert 'id="messages"' in response.text
+
+
+@pytest.mark.parametrize(
+    "path", ["/rooms/bad!room", "/rooms/" + "a" * 65, "/rooms/a%20b", "/rooms/%C3%A9t%C3%A9"]
+)
+def test_invalid_room_page_is_404(client: TestClient, path: str) -> None:
+    assert client.get(path).status_code == 404
+
+
+def test_longest_room_name(client: TestClient) -> None:
+    assert client.get("/rooms/" + "a" * 64).status_code == 200
+
+
+def test_join_form_redirects_to_the_room(client: TestClient) -> None:
+    response = client.get(
+        "/join", params={"room": "lobby", "nick": "  Zoë 🙂 "}, follow_redirects=False
+    )
+    assert response.status_code == 303
+    assert (
+        response.headers["location"] == "http://testserver/rooms/lobby?nick=Zo%C3%AB+%F0%9F%99%82"
+    )
+
+
+@pytest.mark.parametrize(
+    ("params", "error"),
+    [
+        ({"room": "no way", "nick": "ann"}, "Room names are 1 to 64"),
+        ({"room": '"><b>x', "nick": '"><i>ann'}, "Room names are 1 to 64"),
+        ({"room": "", "nick": "ann"}, "Room names are 1 to 64"),
+        ({"room": "lobby", "nick": " "}, "Invalid nickname: the nickname is empty"),
+        ({"room": "lobby", "nick": "x" * 33}, "longer than 32 characters"),
+        ({"room": "lobby", "nick": "a\u202eb"}, "control or invisible characters"),
+    ],
+)
+def test_join_form_errors(client: TestClient, params: dict[str, str], error: str) -> None:
+    response = client.get("/join", params=params, follow_redirects=False)
+    assert response.status_code == 400
+    assert error in response.text
+    assert '<p class="error" role="alert">' in response.text
+    # What was typed is kept for a retry, escaped.
+    assert f'value="{html.escape(params["room"])}"' in response.text
+    assert f'value="{html.escape(params["nick"])}"' in response.text
+    assert "<b>" not in response.text and "<i>" not in response.text
+
+
+def test_static_files(client: TestClient) -> None:
+    js = client.get("/static/chat.js")
+    assert js.status_code == 200
+    assert js.headers["content-type"] == "text/javascript; charset=utf-8"
+    css = client.get("/static/chat.css")
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+    assert client.get("/static/app.py").status_code == 404
+    assert client.get("/static/..%2Fapp.py").status_code == 404
+
+
+def test_client_escapes_user_data_and_needs_no_network(client: TestClient) -> None:
+    js = STATIC["chat.js"][0].decode()
+    code = re.sub(r"//[^\n]*", "", js)  # the comments may talk about innerHTML
+    assert "innerHTML" not in code and "outerHTML" not in code
+    assert "insertAdjacentHTML" not in code and "document.write" not in code
+    assert "textContent" in code
+    for text in (client.get("/").text, client.get("/rooms/x").text, js, STATIC["chat.css"][0]):
+        assert not re.search(r"""(src|href)=["']?(https?:)?//""", str(text)), text
+        assert "@import" not in str(text)
+
+
+# -- WebSocket: fan-out -----------------------------------------------------------------
+
+
+def test_messages_reach_the_room_and_only_the_room(client: TestClient) -> None:
+    with (
+        joined(client, "a", "ann") as ann,
+        joined(client, "a", "al") as al,
+        joined(client, "b", "bob") as bob,
+    ):
+        assert next_event(ann) == {"type": "join", "nick": "al"}
+        say(ann, "hello room a")
+        for ws in (ann, al):
+            event = next_event(ws)
+            assert event["type"] == "message"
+            assert (event["nick"], event["text"]) == ("ann", "hello room a")
+            assert isinstance(event["id"], str) and event["id"]
+            assert isinstance(event["time"], int)
+        # bob's next event is his own message, not room a's.
+        say(bob, "hello room b")
+        event = next_event(bob)
+        assert (event["type"], event["nick"], event["text"]) == ("message", "bob", "hello room b")
+
+
+def test_messages_keep_their_order(client: TestClient) -> None:
+    with joined(client, "order", "ann") as ann, joined(client, "order", "bob") as bob:
+        for i in range(30):
+            say(ann, f"message {i}")
+        texts = [next_event(bob, "message")["text"] for _ in range(30)]
+        assert texts == [f"message {i}" for i in range(30)]
+
+
+def test_join_and_leave_notices(client: TestClient) -> None:
+    with joined(client, "lobby", "ann") as ann:
+        with joined(client, "lobby", "bob"):
+            assert next_event(ann) == {"type": "join", "nick": "bob"}
+        assert next_event(ann) == {"type": "leave", "nick": "bob"}
+
+
+def test_leaving_ends_the_subscription(client: TestClient) -> None:
+    broadcast: Broadcast = client.app_state["broadcast"]
+    with joined(client, "empty", "ann"):
+        assert broadcast.subscriber_count("chat:room:empty") == 1
+    assert broadcast.subscriber_count("chat:room:empty") == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "nick"),
+    [("%20ann%20", "ann"), ("Zo%C3%AB%20%F0%9F%99%82", "Zoë 🙂"), ("n" * 32, "n" * 32)],
+)
+def test_nicknames_are_stripped(client: TestClient, raw: str, nick: str) -> None:
+    with client.websocket_connect(f"/ws/lobby?nick={raw}") as ws:
+        assert next_event(ws) == {"type": "join", "nick": nick}
+        say(ws, "hi")
+        assert next_event(ws, "message")["nick"] == nick
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("/ws/lobby", "invalid nickname: choose a nickname"),
+        ("/ws/lobby?nick=", "invalid nickname: the nickname is empty"),
+        ("/ws/lobby?nick=%20%20%09", "invalid nickname: the nickname is empty"),
+        ("/ws/lobby?nick=" + "x" * 33, "invalid nickname: the nickname is longer than 32"),
+        ("/ws/lobby?nick=a%07b", "invalid nickname: the nickname contains control"),
+        ("/ws/lobby?nick=a%E2%80%8Bb", "invalid nickname: the nickname contains control"),
+        ("/ws/bad!room?nick=ann", "invalid room name"),
+        ("/ws/" + "r" * 65 + "?nick=ann", "invalid room name"),
+    ],
+)
+def test_bad_handshakes_are_denied(client: TestClient, url: str, reason: str) -> None:
+    with pytest.raises(WebSocketDenied) as denied:
+        client.websocket_connect(url)
+    assert denied.value.status_code == 403
+    assert denied.value.body.decode().startswith(reason)
+
+
+# -- WebSocket: bad messages ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ("hello", 'messages are JSON like {"text": "hello"}'),
+        ("[1, 2]", 'messages are JSON like {"text": "hello"}'),
+        ('{"text": 5}', 'messages are JSON like {"text": "hello"}'),
+        ('{"msg": "hi"}', 'messages are JSON like {"text": "hello"}'),
+        ('{"text": " \\n "}', "the message is empty"),
+        (json.dumps({"text": "x" * 2001}), "the message is longer than 2000 characters"),
+        (json.dumps({"text": "x" * 20_000}), "the message is longer than 2000 characters"),
+    ],
+)
+def test_bad_messages_answer_the_sender_only(client: TestClient, frame: str, error: str) -> None:
+    with joined(client, "r", "ann") as ann, joined(client, "r", "bob") as bob:
+        ann.send_text(frame)
+        assert next_event(ann, "error", "message") == {
+            "type": "error",
+            "reason": "invalid",
+            "text": error,
+        }
+        # The connection stays open, and bob saw nothing of it.
+        say(ann, "still here")
+        assert next_event(ann, "message")["text"] == "still here"
+        assert next_event(bob, "error", "message")["text"] == "still here"
+
+
+def test_binary_frames_are_refused(client: TestClient) -> None:
+    with joined(client, "r", "ann") as ann:
+        ann.send_bytes(b'{"text": "hi"}')
+        event = next_event(ann)
+        assert (event["type"], event["reason"]) == ("error", "invalid")
+        assert "text frames" in event["text"]
+        say(ann, "text works")
+        assert next_event(ann)["text"] == "text works"
+
+
+def test_longest_message(client: TestClient) -> None:
+    with joined(client, "r", "ann") as ann:
+        say(ann, "é" * 2000)
+        assert next_event(ann)["text"] == "é" * 2000
+
+
+def test_message_text_is_cleaned(client: TestClient) -> None:
+    with joined(client, "r", "ann") as ann:
+        # Control characters and a lone surrogate (not encodable) go; tabs and newlines stay.
+        ann.send_text('{"text": "  a\\u0000b\\u001bc\\r\\nd\\te\\ud800f  "}')
+        assert next_event(ann)["text"] == "abc\nd\tef"
+        say(ann, "<b>not bold</b>")  # passed on as data: the page shows it as text
+        assert next_event(ann)["text"] == "<b>not bold</b>"
+
+
+# -- WebSocket: the backend fails ---------------------------------------------------------
+
+
+def test_undelivered_message_is_reported(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    down = False
+    publish = Broadcast.publish
+
+    async def flaky_publish(self: Broadcast, channel: str, message: str) -> None:
+        if down:
+            raise BroadcastError("Redis is unreachable, the message was not published")
+        await publish(self, channel, message)
+
+    monkeypatch.setattr(Broadcast, "publish", flaky_publish)
+    with joined(client, "r", "ann") as ann, joined(client, "r", "bob") as bob:
+        down = True
+        say(ann, "lost?")
+        event = next_event(ann, "error", "message")
+        assert event["type"] == "error"
+        assert event["reason"] == "not_delivered"
+        assert event["message"] == "lost?"
+        assert "not delivered" in event["text"]
+        down = False
+        say(ann, "back")
+        assert next_event(bob, "message", "error")["text"] == "back"
+        assert next_event(ann, "message", "error")["text"] == "back"
+
+
+def test_join_while_the_backend_is_down(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def failing_publish(self: Broadcast, channel: str, message: str) -> None:
+        raise BroadcastError("Redis is unreachable")
+
+    monkeypatch.setattr(Broadcast, "publish", failing_publish)
+    with client.websocket_connect("/ws/r?nick=ann") as ann:
+        event = next_event(ann)
+        assert (event["type"], event["reason"]) == ("error", "not_delivered")
+        assert "others may not see that you joined" in event["text"]
+
+
+@pytest.mark.parametrize(
+    ("event", "expected"),
+    [
+        (Event("c", '{"type": "join", "nick": "x"}'), {"type": "join", "nick": "x"}),
+        (Event("c", None, "gap", 3), notice("Some messages may have been lost (3 missed).")),
+        (Event("c", None, "gap", None), notice("Some messages may have been lost.")),
+        (Event("c", None, "reconnected"), notice("Reconnected to the chat service.")),
+        (Event("c", "not json"), None),
+        (Event("c", '{"type": "admin", "text": "x"}'), None),
+        (Event("c", "[1]"), None),
+    ],
+)
+def test_broadcast_events_become_client_events(
+    event: Event, expected: dict[str, Any] | None
+) -> None:
+    assert client_event(event) == expected
+
+
+class FakeWebSocket:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    async def send_json(self, data: Any) -> None:
+        self.sent.append(data)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        self.sent.append(("close", code, reason))
+
+
+@pytest.mark.anyio
+async def test_closing_the_broadcast_closes_the_sockets() -> None:
+    """Where a server shuts the lifespan down before the connections: 1012, try again."""
+    ws = FakeWebSocket()
+    broadcast = Broadcast("memory://")
+    shutdown = anyio.Event()
+
+    async def lifespan(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with broadcast:  # connected and closed in a task of its own, as by the app
+            task_status.started()
+            await shutdown.wait()
+
+    with anyio.fail_after(TIMEOUT):
+        async with anyio.create_task_group() as tg:
+            await tg.start(lifespan)
+            async with broadcast.subscribe("c") as subscriber:
+                outbox = Outbox(cast(WebSocket, ws))
+                tg.start_soon(forward_events, subscriber, outbox, tg.cancel_scope)
+                await broadcast.publish("c", '{"type": "join", "nick": "ann"}')
+                shutdown.set()
+                await anyio.sleep_forever()  # until forward_events cancels the group
+    assert ws.sent == [{"type": "join", "nick": "ann"}, ("close", 1012, "the server is restarting")]
+
+
+class GoneWebSocket(FakeWebSocket):
+    async def send_json(self, data: Any) -> None:
+        raise ConnectionResetError("the client is gone")  # what servers raise: an OSError
+
+
+@pytest.mark.anyio
+async def test_sending_to_a_client_that_left_is_not_an_error() -> None:
+    await Outbox(cast(WebSocket, GoneWebSocket())).send({"type": "join", "nick": "ann"})

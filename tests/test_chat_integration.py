@@ -1,0 +1,245 @@
+"""The chat example served by a real uvicorn (`python -m microasgi run`), spoken to with
+the `websockets` client library: several clients in two rooms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+import pytest
+
+from tests.services import free_port
+
+pytest.importorskip("uvicorn")
+websockets = pytest.importorskip("websockets")
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+from websockets.exceptions import InvalidStatus  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 5.0
+
+
+# -- a chat server in a subprocess (also used by test_chat_redis and test_chat_browser) --
+
+
+@dataclass
+class ChatServer:
+    """`python -m microasgi run examples.chat:app` in a process of its own."""
+
+    port: int
+    broadcast_url: str = "memory://"
+    workers: int | None = None
+    process: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None  # the server's output, for error messages
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
+        command += ["--port", str(self.port), "--log-level", "warning"]
+        if self.workers:
+            command += ["--workers", str(self.workers)]
+        env = {**os.environ, "MICROASGI_BROADCAST_URL": self.broadcast_url}
+        if self.log is None:
+            self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its workers stop with it
+        )
+        # Up when it answers (with --workers, every worker has run its lifespan by then
+        # or queues the request until it has).
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the chat server exited early:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http_url + "/", timeout=1).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"the chat server did not start in {timeout}s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the group we created for it
+            process.wait(timeout=5)
+
+    def close(self) -> None:
+        self.stop()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def output(self) -> str:
+        """The end of what the server printed."""
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]
+
+
+@contextlib.contextmanager
+def chat_server(
+    broadcast_url: str = "memory://", *, workers: int | None = None
+) -> Iterator[ChatServer]:
+    server = ChatServer(free_port(), broadcast_url, workers)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+async def next_event(ws: ClientConnection, *types: str, timeout: float = TIMEOUT) -> Any:
+    """The next event of one of `types` (any if none), skipping the others."""
+    async with asyncio.timeout(timeout):
+        while True:
+            event = json.loads(await ws.recv())
+            if not types or event["type"] in types:
+                return event
+
+
+async def join(stack: AsyncExitStack, url: str, nick: str) -> ClientConnection:
+    """Connect and wait for our own join: from then on we receive the room's messages."""
+    ws = await stack.enter_async_context(connect(url, open_timeout=TIMEOUT, close_timeout=2))
+    event = await next_event(ws)
+    assert event == {"type": "join", "nick": nick}
+    return ws
+
+
+# -- the tests -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ChatServer]:
+    with chat_server() as server:
+        yield server
+
+
+def test_pages(server: ChatServer) -> None:
+    with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client:
+        landing = client.get("/")
+        assert landing.status_code == 200
+        assert "<form" in landing.text
+        page = client.get("/rooms/alpha")
+        assert page.status_code == 200
+        assert 'data-room="alpha"' in page.text
+        assert client.get("/rooms/no%20such").status_code == 404
+        assert client.get("/static/chat.js").headers["content-type"].startswith("text/javascript")
+
+
+ROOMS = {"alpha": ["ann", "al", "ada"], "beta": ["bob", "bea"]}
+PER_CLIENT = 8
+
+
+def test_every_message_reaches_its_room_only_in_order(server: ChatServer) -> None:
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            clients: dict[str, tuple[str, ClientConnection]] = {}
+            for room, nicks in ROOMS.items():
+                for nick in nicks:
+                    ws = await join(stack, f"{server.ws_url}/ws/{room}?nick={nick}", nick)
+                    clients[nick] = (room, ws)
+
+            async def talk(nick: str) -> list[tuple[str, str]]:
+                """Send our messages while reading the room's; returns (nick, text) pairs."""
+                room, ws = clients[nick]
+                expected = len(ROOMS[room]) * PER_CLIENT
+                received: list[tuple[str, str]] = []
+
+                async def send() -> None:
+                    for i in range(PER_CLIENT):
+                        await ws.send(json.dumps({"text": f"{room}/{nick}/{i}"}))
+
+                sending = asyncio.create_task(send())
+                while len(received) < expected:
+                    event = await next_event(ws, "message", "error")
+                    assert event["type"] == "message", event
+                    received.append((event["nick"], event["text"]))
+                await sending
+                return received
+
+            results = await asyncio.gather(*(talk(nick) for nick in clients))
+
+            # Everything published; one last marker per room, and nothing else may come first.
+            for room, nicks in ROOMS.items():
+                _, first = clients[nicks[0]]
+                await first.send(json.dumps({"text": f"{room}/end"}))
+            for nick, (room, ws) in clients.items():
+                event = await next_event(ws, "message", "error")
+                assert event["text"] == f"{room}/end", (nick, event)
+
+            for nick, received in zip(clients, results, strict=True):
+                room = clients[nick][0]
+                for sender, text in received:
+                    assert sender in ROOMS[room], (nick, sender, text)
+                    assert text.startswith(f"{room}/{sender}/"), (nick, sender, text)
+                for sender in ROOMS[room]:
+                    theirs = [text for who, text in received if who == sender]
+                    assert theirs == [f"{room}/{sender}/{i}" for i in range(PER_CLIENT)], nick
+
+            # Leaving is announced to the room.
+            _, ada = clients.pop("ada")
+            await ada.close()
+            for nick in ("ann", "al"):
+                _, ws = clients[nick]
+                assert await next_event(ws) == {"type": "leave", "nick": "ada"}
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+def test_bad_input_through_the_server(server: ChatServer) -> None:
+    async def scenario() -> None:
+        with pytest.raises(InvalidStatus) as denied:
+            async with connect(f"{server.ws_url}/ws/alpha?nick=%00", open_timeout=TIMEOUT):
+                pass
+        assert denied.value.response.status_code == 403
+        assert b"invalid nickname" in denied.value.response.body
+        with pytest.raises(InvalidStatus) as denied:
+            async with connect(f"{server.ws_url}/ws/no!room?nick=x", open_timeout=TIMEOUT):
+                pass
+        assert denied.value.response.status_code == 403
+
+        async with AsyncExitStack() as stack:
+            ws = await join(stack, f"{server.ws_url}/ws/gamma?nick=eve", "eve")
+            await ws.send("not json")
+            assert (await next_event(ws))["reason"] == "invalid"
+            await ws.send(json.dumps({"text": "x" * 2001}))
+            assert "longer than 2000" in (await next_event(ws))["text"]
+            await ws.send(json.dumps({"text": "<script>alert(1)</script>"}))
+            event = await next_event(ws)
+            assert (event["type"], event["text"]) == ("message", "<script>alert(1)</script>")
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))

@@ -1,0 +1,229 @@
+"""The chat across processes: two servers sharing a redis-server (started by the test on a
+free port), one client on each; then Redis restarts, or goes away for a while."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import AsyncExitStack
+from typing import Any
+
+import pytest
+
+from tests.services import RedisServer
+from tests.test_chat_integration import TIMEOUT, ChatServer, chat_server
+
+pytest.importorskip("redis")
+websockets = pytest.importorskip("websockets")
+from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+Event = dict[str, Any]
+
+
+class Peer:
+    """One chat client; a task reads everything it is sent into `events`."""
+
+    def __init__(self, ws: ClientConnection, nick: str) -> None:
+        self.ws = ws
+        self.nick = nick
+        self.events: list[Event] = []
+        self._changed = asyncio.Event()
+
+    async def read(self) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for raw in self.ws:
+                self.events.append(json.loads(raw))
+                self._changed.set()
+
+    async def wait_for(self, match: Callable[[Event], bool], timeout: float = TIMEOUT) -> Event:
+        """The first event so far (or to come) that matches."""
+        async with asyncio.timeout(timeout):
+            while True:
+                for event in self.events:
+                    if match(event):
+                        return event
+                self._changed.clear()
+                await self._changed.wait()
+
+    async def say(self, text: str) -> None:
+        await self.ws.send(json.dumps({"text": text}))
+
+    def notices(self) -> list[str]:
+        return [e["text"] for e in self.events if e["type"] == "notice"]
+
+
+@contextlib.asynccontextmanager
+async def peer(
+    server: ChatServer, room: str, nick: str, *, own_join: bool = True
+) -> AsyncIterator[Peer]:
+    """A connected client; with `own_join`, once it has seen its own join (subscribed).
+
+    Two clients that join the same room of one process at the same moment cannot
+    rely on that: with redis://, Broadcast.subscribe() can return to the second
+    before the process's Redis subscription is active.
+    """
+    async with connect(
+        f"{server.ws_url}/ws/{room}?nick={nick}", open_timeout=TIMEOUT, close_timeout=2
+    ) as ws:
+        client = Peer(ws, nick)
+        reader = asyncio.create_task(client.read())
+        try:
+            if own_join:
+                await client.wait_for(lambda e: e == {"type": "join", "nick": nick})
+            yield client
+        finally:
+            reader.cancel()
+
+
+def message(text: str) -> Callable[[Event], bool]:
+    return lambda e: e["type"] == "message" and e["text"] == text
+
+
+def echo_or_refusal(text: str) -> Callable[[Event], bool]:
+    """The sender's own message coming back (published), or the error saying it was not."""
+    return lambda e: message(text)(e) or (e["type"] == "error" and e.get("message") == text)
+
+
+async def cross(sender: Peer, receiver: Peer, label: str) -> int:
+    """Send until a message crosses from sender to receiver; returns the undelivered count.
+
+    While Redis is coming back, a message may be refused (the sender is told), or be
+    published but miss a server that has not resubscribed yet (the sender's own, for
+    its echo, or the receiver's): that server reports a gap later. Either way, try again.
+    """
+    undelivered = 0
+    for attempt in range(20):
+        text = f"{label} #{attempt}"
+        await sender.say(text)
+        try:
+            reply = await sender.wait_for(echo_or_refusal(text), timeout=2.0)
+        except TimeoutError:
+            continue  # published, but the echo was lost on its way back
+        if reply["type"] == "error":
+            assert reply["reason"] == "not_delivered", reply
+            undelivered += 1
+            await asyncio.sleep(0.2)
+            continue
+        with contextlib.suppress(TimeoutError):
+            await receiver.wait_for(message(text), timeout=1.0)
+            return undelivered
+    raise AssertionError(f"no message crossed: {sender.events=} {receiver.events=}")
+
+
+def run(scenario: Coroutine[Any, Any, None], timeout: float = 30) -> None:
+    asyncio.run(asyncio.wait_for(scenario, timeout))
+
+
+def test_messages_cross_processes_and_survive_a_redis_restart(redis_server: RedisServer) -> None:
+    with chat_server(redis_server.url) as one, chat_server(redis_server.url) as two:
+
+        async def scenario() -> None:
+            async with peer(one, "lobby", "ann") as ann, peer(two, "lobby", "bob") as bob:
+                await ann.wait_for(lambda e: e == {"type": "join", "nick": "bob"})
+                for i in range(3):
+                    await ann.say(f"ann {i}")
+                    await bob.say(f"bob {i}")
+                for client in (ann, bob):  # everything, their own messages too
+                    for i in range(3):
+                        await client.wait_for(message(f"ann {i}"))
+                        await client.wait_for(message(f"bob {i}"))
+                # Each sender's messages arrive in order, on both sides.
+                for client in (ann, bob):
+                    texts = [e["text"] for e in client.events if e["type"] == "message"]
+                    assert [t for t in texts if t.startswith("ann")] == ["ann 0", "ann 1", "ann 2"]
+                    assert [t for t in texts if t.startswith("bob")] == ["bob 0", "bob 1", "bob 2"]
+                assert ann.notices() == bob.notices() == []
+
+                await asyncio.to_thread(redis_server.restart)
+
+                # Both servers notice, reconnect and tell their clients.
+                for client in (ann, bob):
+                    await client.wait_for(lambda e: e["type"] == "notice", timeout=10)
+                undelivered = await cross(ann, bob, "ann after the restart")
+                undelivered += await cross(bob, ann, "bob after the restart")
+                assert undelivered <= 1, (ann.events, bob.events)
+                for client in (ann, bob):
+                    assert not [e for e in client.events if e["type"] == "error"][1:], client.events
+
+        run(scenario())
+
+
+def test_a_message_sent_while_redis_is_down_is_reported(redis_server: RedisServer) -> None:
+    with chat_server(redis_server.url) as one, chat_server(redis_server.url) as two:
+
+        async def scenario() -> None:
+            async with peer(one, "lobby", "ann") as ann, peer(two, "lobby", "bob") as bob:
+                await ann.wait_for(lambda e: e == {"type": "join", "nick": "bob"})
+                await asyncio.to_thread(redis_server.stop)
+                try:
+                    await ann.say("into the void")
+                    error = await ann.wait_for(lambda e: e["type"] == "error", timeout=10)
+                    assert error["reason"] == "not_delivered"
+                    assert error["message"] == "into the void"
+                    assert "not delivered" in error["text"]
+                finally:
+                    await asyncio.to_thread(redis_server.start)
+                await cross(ann, bob, "ann is back")
+                await cross(bob, ann, "bob is back")
+                assert not [e for e in bob.events if e.get("text") == "into the void"]
+
+        run(scenario())
+
+
+def worker_pids(port: int) -> set[str]:
+    """The processes holding the accepted connections to `port` (Linux, with ss)."""
+    command = ["ss", "-tnpH", "state", "established", f"sport = :{port}"]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=5).stdout
+    return set(re.findall(r"pid=(\d+)", output))
+
+
+def test_workers_share_the_chat(redis_server: RedisServer) -> None:
+    """`--workers 2` with redis://: clients on different workers chat with each other."""
+    if shutil.which("ss") is None:
+        pytest.skip("needs ss (iproute2) to see which worker serves which client")
+    with chat_server(redis_server.url, workers=2) as server:
+
+        async def scenario() -> None:
+            async with AsyncExitStack() as stack:
+                # Connections made one after the other tend to land on the same worker:
+                # connect a few at once until both workers have some.
+                peers: list[Peer] = []
+                for batch in range(5):
+                    peers += await asyncio.gather(
+                        *(
+                            stack.enter_async_context(
+                                peer(server, "w", f"u{batch}-{i}", own_join=False)
+                            )
+                            for i in range(4)
+                        )
+                    )
+                    if len(worker_pids(server.port)) == 2:
+                        break
+                else:
+                    pytest.skip("every connection landed on the same worker")
+
+                # Joining at the same moment, a client may miss its own join (see
+                # `peer`): wait until a probe reaches everyone, then they are all in.
+                for attempt in range(6):
+                    await peers[0].say(f"probe {attempt}")
+                    try:
+                        for p in peers:
+                            await p.wait_for(message(f"probe {attempt}"), timeout=1)
+                        break
+                    except TimeoutError:
+                        assert attempt < 5, "the workers never all heard the probe"
+
+                for p in peers:
+                    await p.say(f"hello from {p.nick}")
+                for p in peers:
+                    for other in peers:
+                        await p.wait_for(message(f"hello from {other.nick}"))
+
+        run(scenario())
