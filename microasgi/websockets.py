@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 from collections.abc import AsyncIterator, Mapping
@@ -53,29 +54,35 @@ class WebSocket(HTTPConnection):
         super().__init__(scope, receive, send)
         self.client_state = WebSocketState.CONNECTING
         self.application_state = WebSocketState.CONNECTING
+        # Looked up once per connection, not per message.
+        self.max_message_size = self._max_message_size()
 
     async def receive(self) -> Message:
         """The next raw event from the client."""
-        if self.client_state is WebSocketState.CLOSED:
+        client = self.client_state
+        if client is WebSocketState.CLOSED:
             raise RuntimeError("cannot receive: the client has already disconnected")
         if self.application_state is WebSocketState.CLOSED:
             raise RuntimeError("cannot receive: the application has closed the connection")
         message = await self._receive()
         kind = message["type"]
-        if self.client_state is WebSocketState.CONNECTING:
+        if kind == "websocket.receive" and client is WebSocketState.CONNECTED:
+            # The common case first: a message on an open connection.
+            if self.max_message_size is not None and self._too_big(message):
+                limit = self.max_message_size
+                await self.close(1009, f"message larger than {limit} bytes")
+                raise WebSocketDisconnect(1009, f"message larger than {limit} bytes")
+            return message
+        if client is WebSocketState.CONNECTING:
             if kind != "websocket.connect":
                 raise RuntimeError(f'expected "websocket.connect", got {kind!r}')
             self.client_state = WebSocketState.CONNECTED
         elif kind == "websocket.disconnect":
             self.client_state = WebSocketState.CLOSED
-        elif kind != "websocket.receive":
+        else:
             raise RuntimeError(
                 f'expected "websocket.receive" or "websocket.disconnect", got {kind!r}'
             )
-        elif self._too_big(message):
-            limit = self._max_message_size()
-            await self.close(1009, f"message larger than {limit} bytes")
-            raise WebSocketDisconnect(1009, f"message larger than {limit} bytes")
         return message
 
     def _max_message_size(self) -> int | None:
@@ -86,9 +93,7 @@ class WebSocket(HTTPConnection):
         return getattr(scope.get("app"), "max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
 
     def _too_big(self, message: Message) -> bool:
-        limit = self._max_message_size()
-        if limit is None:
-            return False
+        limit: int = self.max_message_size  # type: ignore[assignment]  # checked by the caller
         data = message.get("bytes")
         if data is not None:
             return len(data) > limit
@@ -136,11 +141,14 @@ class WebSocket(HTTPConnection):
             ]
         await self.send(message)
 
-    async def _receive_data(self) -> Message:
+    def _check_can_receive(self) -> None:
         if self.application_state is WebSocketState.CONNECTING:
             raise RuntimeError('WebSocket is not connected: call "accept()" first')
         if self.application_state is not WebSocketState.CONNECTED:
             raise RuntimeError("cannot receive: the application has closed the connection")
+
+    async def _receive_data(self) -> Message:
+        self._check_can_receive()
         message = await self.receive()
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000), message.get("reason"))
@@ -176,20 +184,24 @@ class WebSocket(HTTPConnection):
         return json.loads(data)
 
     async def iter_text(self) -> AsyncIterator[str]:
-        """Text messages until the client disconnects."""
-        try:
-            while True:
-                yield await self.receive_text()
-        except WebSocketDisconnect:
-            pass
+        """Text messages until the client disconnects; a binary one raises TypeError."""
+        self._check_can_receive()
+        with contextlib.suppress(WebSocketDisconnect):  # too big: closed with 1009
+            while (message := await self.receive())["type"] != "websocket.disconnect":
+                text = message.get("text")
+                if text is None:
+                    raise TypeError("expected a text message, received a binary one")
+                yield text
 
     async def iter_bytes(self) -> AsyncIterator[bytes]:
-        """Binary messages until the client disconnects."""
-        try:
-            while True:
-                yield await self.receive_bytes()
-        except WebSocketDisconnect:
-            pass
+        """Binary messages until the client disconnects; a text one raises TypeError."""
+        self._check_can_receive()
+        with contextlib.suppress(WebSocketDisconnect):  # too big: closed with 1009
+            while (message := await self.receive())["type"] != "websocket.disconnect":
+                data = message.get("bytes")
+                if data is None:
+                    raise TypeError("expected a binary message, received a text one")
+                yield data
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """JSON messages until the client disconnects."""
@@ -200,10 +212,16 @@ class WebSocket(HTTPConnection):
             pass
 
     async def send_text(self, data: str) -> None:
-        await self.send({"type": "websocket.send", "text": data})
+        if self.application_state is WebSocketState.CONNECTED:  # the common case, direct
+            await self._send({"type": "websocket.send", "text": data})
+        else:
+            await self.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
-        await self.send({"type": "websocket.send", "bytes": data})
+        if self.application_state is WebSocketState.CONNECTED:
+            await self._send({"type": "websocket.send", "bytes": data})
+        else:
+            await self.send({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)

@@ -651,3 +651,24 @@ async def test_no_close_is_sent_after_the_client_has_gone() -> None:
 
     await app({"type": "websocket", "path": "/ws", "root_path": "", "headers": []}, receive, send)
     assert [m["type"] for m in sent] == ["websocket.accept"]
+
+
+def test_iteration_ends_quietly_when_a_message_is_too_big(make_client: Any) -> None:
+    app = App(max_message_size=4)
+    ended: list[str] = []
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        async for text in websocket.iter_text():
+            await websocket.send_text(text)
+        ended.append("loop ended")
+
+    with make_client(app).websocket_connect("/ws") as session:
+        session.send_text("ok")
+        assert session.receive_text() == "ok"
+        session.send_text("too long")
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert info.value.code == 1009
+    assert ended == ["loop ended"]
