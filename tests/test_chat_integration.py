@@ -243,3 +243,27 @@ def test_bad_input_through_the_server(server: ChatServer) -> None:
             assert (event["type"], event["text"]) == ("message", "<script>alert(1)</script>")
 
     asyncio.run(asyncio.wait_for(scenario(), 20))
+
+
+def test_a_client_that_vanishes_without_a_close_frame(server: ChatServer) -> None:
+    """The TCP connection just drops (no close frame): the room hears the leave, and the
+    server stays well."""
+
+    async def scenario() -> None:
+        url = f"{server.ws_url}/ws/vanish"
+        async with AsyncExitStack() as stack:
+            stay = await join(stack, url + "?nick=stay", "stay")
+            gone = await stack.enter_async_context(
+                connect(url + "?nick=gone", open_timeout=TIMEOUT, close_timeout=1)
+            )
+            assert await next_event(gone) == {"type": "join", "nick": "gone"}
+            assert await next_event(stay, "join") == {"type": "join", "nick": "gone"}
+            gone.transport.abort()  # reset the connection, no closing handshake
+            assert await next_event(stay, "leave") == {"type": "leave", "nick": "gone"}
+            await stay.send(json.dumps({"text": "still here"}))
+            event = await next_event(stay, "message")
+            assert (event["nick"], event["text"]) == ("stay", "still here")
+
+    asyncio.run(scenario())
+    assert server.process is not None and server.process.poll() is None
+    assert "Traceback" not in server.output()

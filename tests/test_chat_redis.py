@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import RedisServer
+from tests.services import RedisServer, free_port
 from tests.test_chat_integration import TIMEOUT, ChatServer, chat_server
 
 pytest.importorskip("redis")
@@ -227,3 +227,14 @@ def test_workers_share_the_chat(redis_server: RedisServer) -> None:
                         await p.wait_for(message(f"hello from {other.nick}"))
 
         run(scenario())
+
+
+def test_redis_unreachable_at_startup_stops_the_server_with_the_reason() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = ChatServer(free_port(), url)
+    try:
+        with pytest.raises(RuntimeError, match="exited early") as info:
+            server.start(timeout=20)
+        assert "cannot reach Redis at redis://127.0.0.1" in str(info.value)
+    finally:
+        server.close()
