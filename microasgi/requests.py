@@ -127,6 +127,15 @@ class HTTPConnection:
             self._state = State(self.scope.setdefault("state", {}))
         return self._state
 
+    def _limit(self, key: str, attribute: str, default: int) -> int | None:
+        """A size limit: the route's override (in the scope), else the app's, else `default`."""
+        scope = self.scope
+        if key in scope:
+            limit: int | None = scope[key]
+            return limit
+        app_limit: int | None = getattr(scope.get("app"), attribute, default)
+        return app_limit
+
     def url_for(self, name: str, /, **path_params: Any) -> URL:
         """Absolute URL of the route `name` (``"mount:name"`` inside named mounts)."""
         router = self.scope.get("router")
@@ -162,11 +171,7 @@ class Request(HTTPConnection):
         return self._receive
 
     def _max_body_size(self) -> int | None:
-        scope = self.scope
-        if MAX_BODY_SIZE_KEY in scope:
-            limit: int | None = scope[MAX_BODY_SIZE_KEY]
-            return limit
-        return getattr(scope.get("app"), "max_body_size", DEFAULT_MAX_BODY_SIZE)
+        return self._limit(MAX_BODY_SIZE_KEY, "max_body_size", DEFAULT_MAX_BODY_SIZE)
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it arrives, chunk by chunk, within the body size limit.

@@ -55,7 +55,9 @@ class WebSocket(HTTPConnection):
         self.client_state = WebSocketState.CONNECTING
         self.application_state = WebSocketState.CONNECTING
         # Looked up once per connection, not per message.
-        self.max_message_size = self._max_message_size()
+        self.max_message_size = self._limit(
+            MAX_MESSAGE_SIZE_KEY, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE
+        )
 
     async def receive(self) -> Message:
         """The next raw event from the client."""
@@ -84,13 +86,6 @@ class WebSocket(HTTPConnection):
                 f'expected "websocket.receive" or "websocket.disconnect", got {kind!r}'
             )
         return message
-
-    def _max_message_size(self) -> int | None:
-        scope = self.scope
-        if MAX_MESSAGE_SIZE_KEY in scope:
-            limit: int | None = scope[MAX_MESSAGE_SIZE_KEY]
-            return limit
-        return getattr(scope.get("app"), "max_message_size", DEFAULT_MAX_MESSAGE_SIZE)
 
     def _too_big(self, message: Message) -> bool:
         limit: int = self.max_message_size  # type: ignore[assignment]  # checked by the caller
