@@ -63,12 +63,7 @@ class Peer:
 async def peer(
     server: ChatServer, room: str, nick: str, *, own_join: bool = True
 ) -> AsyncIterator[Peer]:
-    """A connected client; with `own_join`, once it has seen its own join (subscribed).
-
-    Two clients that join the same room of one process at the same moment cannot
-    rely on that: with redis://, Broadcast.subscribe() can return to the second
-    before the process's Redis subscription is active.
-    """
+    """A connected client; with `own_join`, once it has seen its own join (subscribed)."""
     async with connect(
         f"{server.ws_url}/ws/{room}?nick={nick}", open_timeout=TIMEOUT, close_timeout=2
     ) as ws:
@@ -175,6 +170,32 @@ def test_a_message_sent_while_redis_is_down_is_reported(redis_server: RedisServe
                 assert not [e for e in bob.events if e.get("text") == "into the void"]
 
         run(scenario())
+
+
+def test_joining_while_redis_is_down_closes_with_try_again_later(
+    redis_server: RedisServer,
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    with chat_server(redis_server.url) as server:
+
+        async def scenario() -> None:
+            await asyncio.to_thread(redis_server.stop)
+            try:
+                async with connect(
+                    f"{server.ws_url}/ws/elsewhere?nick=late", open_timeout=TIMEOUT
+                ) as ws:
+                    with pytest.raises(ConnectionClosed) as info:
+                        while True:
+                            await asyncio.wait_for(ws.recv(), 20)
+                    assert info.value.rcvd is not None and info.value.rcvd.code == 1013
+            finally:
+                await asyncio.to_thread(redis_server.start)
+            async with peer(server, "elsewhere", "later") as later:
+                await later.say("back again")
+                await later.wait_for(lambda e: e.get("text") == "back again")
+
+        run(scenario(), timeout=45)
 
 
 def worker_pids(port: int) -> set[str]:

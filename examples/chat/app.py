@@ -262,6 +262,9 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
                 )
             await receive_messages(ws, broadcast, channel, nick, outbox)
             tg.cancel_scope.cancel()  # the client left: stop forwarding
+    except BroadcastError as exc:  # subscribe(): Redis is unreachable
+        logger.warning("chat: %s: %s", channel, exc)
+        await ws.close(1013, "the chat service is unavailable, try again later")
     finally:
         # Shielded: this also runs when the connection is cancelled (server shutdown).
         with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
