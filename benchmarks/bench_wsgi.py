@@ -41,6 +41,7 @@ from typing import Any
 import anyio
 from a2wsgi import WSGIMiddleware
 from flask import Flask
+from harness import http_scope
 
 from microasgi.wsgi import WSGIApp, default_max_threads
 
@@ -111,21 +112,9 @@ def make_download(total: int) -> Callable[..., Iterable[bytes]]:
 
 
 def scope(method: str = "GET", headers: list[tuple[bytes, bytes]] | None = None) -> dict[str, Any]:
-    """What uvicorn would pass for an HTTP/1.1 request to /."""
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": method,
-        "scheme": "http",
-        "path": "/",
-        "raw_path": b"/",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"bench"), *(headers or [])],
-        "client": ("127.0.0.1", 54321),
-        "server": ("127.0.0.1", 8000),
-    }
+    """What uvicorn would pass for an HTTP/1.1 request to /, with extra `headers`."""
+    base = http_scope("/", method)
+    return {**base, "headers": [*base["headers"], *(headers or [])]}
 
 
 class Connection:
