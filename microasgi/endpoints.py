@@ -11,9 +11,8 @@ import anyio.to_thread
 
 from microasgi.background import BackgroundTasks
 from microasgi.requests import HTTPConnection
-from microasgi.responses import JSONResponse, PlainTextResponse, Response
 
-__all__ = ["Endpoint", "is_async_callable", "to_response"]
+__all__ = ["Endpoint", "is_async_callable"]
 
 
 def is_async_callable(func: Any) -> bool:
@@ -152,26 +151,3 @@ class Endpoint:
             return await self.func(*args, **kwargs), background
         call = functools.partial(self.func, *args, **kwargs)
         return await anyio.to_thread.run_sync(call), background
-
-
-def to_response(result: Any, endpoint: Any) -> Response:
-    """Turn what an endpoint returned into a Response, as the API promises."""
-    kind = type(result)
-    if isinstance(result, Response):
-        return result
-    if kind is str:
-        return PlainTextResponse(result)
-    if result is None:
-        return Response(status_code=204)
-    if kind is bytes:
-        return Response(result, media_type="application/octet-stream")
-    if isinstance(result, (dict, list)):
-        return JSONResponse(result)
-    if isinstance(result, str):
-        return PlainTextResponse(result)
-    if isinstance(result, bytes):
-        return Response(result, media_type="application/octet-stream")
-    raise TypeError(
-        f"endpoint {describe(endpoint)} returned {kind.__name__}; "
-        "return a Response, dict, list, str, bytes or None"
-    )

@@ -6,18 +6,19 @@ from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from microasgi.datastructures import quote_path
-from microasgi.endpoints import Endpoint, to_response
+from microasgi.endpoints import Endpoint
 from microasgi.exceptions import HTTPException
 from microasgi.middleware.base import Middleware, wrap
 from microasgi.middleware.errors import ErrorGuard, errors_for
 from microasgi.paths import NoMatchFound, PathTemplate, SegmentTrie, search
 from microasgi.requests import MAX_BODY_SIZE_KEY, Request
-from microasgi.responses import (
+from microasgi.responses import RedirectResponse
+from microasgi.responses._base import (
     JSON_CONTENT_TYPE,
     TEXT_CONTENT_TYPE,
-    RedirectResponse,
     encode_json,
     send_body,
+    to_response,
 )
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import MAX_MESSAGE_SIZE_KEY, WebSocket, WebSocketState

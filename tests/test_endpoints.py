@@ -246,7 +246,7 @@ def test_other_return_values_are_a_type_error_naming_the_endpoint(
 
 @pytest.mark.anyio
 async def test_type_error_message_names_the_endpoint() -> None:
-    from microasgi.endpoints import to_response
+    from microasgi.responses._base import to_response
 
     async def my_special_endpoint() -> None: ...
 

@@ -9,10 +9,11 @@ from typing import Any
 
 import anyio.to_thread
 
-from microasgi.endpoints import is_async_callable, to_response
+from microasgi.endpoints import is_async_callable
 from microasgi.exceptions import HTTPException, WebSocketException
 from microasgi.requests import ClientDisconnect, Request
 from microasgi.responses import JSONResponse, PlainTextResponse, Response
+from microasgi.responses._base import to_response
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 

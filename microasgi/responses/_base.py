@@ -1,18 +1,14 @@
-"""Responses: each one an ASGI app that sends itself."""
+"""The Response family, and what an endpoint's return value becomes."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
 from http.cookies import SimpleCookie
 from typing import Any, Literal
 from urllib.parse import quote
-
-import anyio
-import anyio.to_thread
 
 from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
@@ -24,7 +20,9 @@ __all__ = [
     "PlainTextResponse",
     "RedirectResponse",
     "Response",
-    "StreamingResponse",
+    "encode_json",
+    "send_body",
+    "to_response",
 ]
 
 _json_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
@@ -262,118 +260,30 @@ class RedirectResponse(Response):
         self.headers["location"] = location
 
 
-ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
+def to_response(result: Any, endpoint: Any) -> Response:
+    """Turn what an endpoint returned into a Response, as the API promises.
 
-
-class StreamingResponse(Response):
-    """A body sent chunk by chunk as an (async or sync) iterable produces it.
-
-    Sync iterables are advanced in a worker thread. When the client goes away
-    the iteration stops and the iterator is closed (`aclose()` / `close()`),
-    so `finally:` blocks in generators run; background tasks then do not run.
+    A Response as is; dict/list -> JSON; str -> text/plain; bytes ->
+    application/octet-stream; None -> 204. Anything else is a TypeError
+    naming `endpoint`.
     """
-
-    def __init__(
-        self,
-        content: ContentStream,
-        status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
-        media_type: str | None = None,
-        background: BackgroundTask | None = None,
-    ) -> None:
-        self.status_code = status_code
-        if media_type is not None:
-            self._set_media_type(media_type)
-        self.background = background
-        self.body = b""
-        self.body_iterator = content
-        self.raw_headers = self._init_headers(headers, None)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = _aiter_chunks(self.body_iterator)
-        completed = False
-        try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            if scope.get("method") == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
-                completed = True
-            else:
-                with _unwrap_single_error():
-                    async with anyio.create_task_group() as tg:
-
-                        async def watch_disconnect() -> None:
-                            while (await receive())["type"] != "http.disconnect":
-                                pass
-                            tg.cancel_scope.cancel()
-
-                        tg.start_soon(watch_disconnect)
-                        completed = await self._send_body(iterator, send)
-                        tg.cancel_scope.cancel()
-        except OSError:
-            pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
-        finally:
-            with anyio.CancelScope(shield=True):
-                await iterator.aclose()
-        if completed and self.background is not None:
-            await self.background()
-
-    async def _send_body(self, iterator: AsyncGenerator[str | bytes, None], send: Send) -> bool:
-        """Send every chunk; False if the client went away (send raised OSError)."""
-        charset = self.charset
-        try:
-            async for chunk in iterator:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode(charset)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        except OSError:
-            return False
-        return True
-
-
-@contextmanager
-def _unwrap_single_error() -> Iterator[None]:
-    """Let the iterator's own exception out of the task group, not an ExceptionGroup."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-
-
-_STOP = object()
-
-
-def _next_or_stop(iterator: Iterator[Any]) -> Any:
-    return next(iterator, _STOP)
-
-
-async def _aiter_chunks(content: ContentStream) -> AsyncGenerator[str | bytes, None]:
-    """One async generator over either kind of iterable, closing the source when closed."""
-    if isinstance(content, AsyncIterable):
-        source = content.__aiter__()
-        try:
-            async for chunk in source:
-                yield chunk
-        finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-    else:
-        sync_iter = iter(content)
-        try:
-            while (chunk := await anyio.to_thread.run_sync(_next_or_stop, sync_iter)) is not _STOP:
-                yield chunk
-        finally:
-            close = getattr(sync_iter, "close", None)
-            if close is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(close)
+    kind = type(result)
+    if isinstance(result, Response):
+        return result
+    if kind is str:
+        return PlainTextResponse(result)
+    if result is None:
+        return Response(status_code=204)
+    if kind is bytes:
+        return Response(result, media_type="application/octet-stream")
+    if isinstance(result, (dict, list)):
+        return JSONResponse(result)
+    if isinstance(result, str):
+        return PlainTextResponse(result)
+    if isinstance(result, bytes):
+        return Response(result, media_type="application/octet-stream")
+    name = getattr(endpoint, "__qualname__", None) or repr(endpoint)
+    raise TypeError(
+        f"endpoint {name} returned {kind.__name__}; "
+        "return a Response, dict, list, str, bytes or None"
+    )

@@ -1,0 +1,133 @@
+"""StreamingResponse: a body sent as an iterable produces it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from microasgi.background import BackgroundTask
+from microasgi.responses._base import Response
+from microasgi.types import Receive, Scope, Send
+
+__all__ = ["StreamingResponse"]
+
+
+ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
+
+
+class StreamingResponse(Response):
+    """A body sent chunk by chunk as an (async or sync) iterable produces it.
+
+    Sync iterables are advanced in a worker thread. When the client goes away
+    the iteration stops and the iterator is closed (`aclose()` / `close()`),
+    so `finally:` blocks in generators run; background tasks then do not run.
+    """
+
+    def __init__(
+        self,
+        content: ContentStream,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: BackgroundTask | None = None,
+    ) -> None:
+        self.status_code = status_code
+        if media_type is not None:
+            self._set_media_type(media_type)
+        self.background = background
+        self.body = b""
+        self.body_iterator = content
+        self.raw_headers = self._init_headers(headers, None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        iterator = _aiter_chunks(self.body_iterator)
+        completed = False
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            if scope.get("method") == "HEAD":
+                await send({"type": "http.response.body", "body": b""})
+                completed = True
+            else:
+                with _unwrap_single_error():
+                    async with anyio.create_task_group() as tg:
+
+                        async def watch_disconnect() -> None:
+                            while (await receive())["type"] != "http.disconnect":
+                                pass
+                            tg.cancel_scope.cancel()
+
+                        tg.start_soon(watch_disconnect)
+                        completed = await self._send_body(iterator, send)
+                        tg.cancel_scope.cancel()
+        except OSError:
+            pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
+        finally:
+            with anyio.CancelScope(shield=True):
+                await iterator.aclose()
+        if completed and self.background is not None:
+            await self.background()
+
+    async def _send_body(self, iterator: AsyncGenerator[str | bytes, None], send: Send) -> bool:
+        """Send every chunk; False if the client went away (send raised OSError)."""
+        charset = self.charset
+        try:
+            async for chunk in iterator:
+                if isinstance(chunk, str):
+                    chunk = chunk.encode(charset)
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        except OSError:
+            return False
+        return True
+
+
+@contextmanager
+def _unwrap_single_error() -> Iterator[None]:
+    """Let the iterator's own exception out of the task group, not an ExceptionGroup."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from None
+        raise
+
+
+_STOP = object()
+
+
+def _next_or_stop(iterator: Iterator[Any]) -> Any:
+    return next(iterator, _STOP)
+
+
+async def _aiter_chunks(content: ContentStream) -> AsyncGenerator[str | bytes, None]:
+    """One async generator over either kind of iterable, closing the source when closed."""
+    if isinstance(content, AsyncIterable):
+        source = content.__aiter__()
+        try:
+            async for chunk in source:
+                yield chunk
+        finally:
+            aclose = getattr(source, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
+    else:
+        sync_iter = iter(content)
+        try:
+            while (chunk := await anyio.to_thread.run_sync(_next_or_stop, sync_iter)) is not _STOP:
+                yield chunk
+        finally:
+            close = getattr(sync_iter, "close", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(close)
