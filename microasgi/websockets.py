@@ -3,27 +3,19 @@
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from microasgi.requests import HTTPConnection
 from microasgi.responses import PlainTextResponse, Response
-from microasgi.types import Message, Receive, Scope, Send
+from microasgi.types import Message, Receive, Scope, Send, WebSocketState
 
 __all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WebSocket", "WebSocketDisconnect", "WebSocketState"]
 
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 #: Scope key a route sets to override the app's message size limit for itself.
 MAX_MESSAGE_SIZE_KEY = "microasgi.max_message_size"
-
-
-class WebSocketState(enum.Enum):
-    CONNECTING = 0
-    CONNECTED = 1
-    CLOSED = 2
-    RESPONSE = 3
 
 
 class WebSocketDisconnect(Exception):
