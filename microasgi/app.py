@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
+from microasgi._errors import ErrorGuard, ErrorHandler, log_after_start
+from microasgi._lifespan import Lifespan, serve_lifespan
+from microasgi._stack import Middleware, wrap
 from microasgi.datastructures import State
-from microasgi.lifespan import Lifespan, serve_lifespan
-from microasgi.middleware.base import Middleware, wrap
-from microasgi.middleware.errors import ErrorGuard, ErrorHandler, log_after_start
 from microasgi.requests import DEFAULT_MAX_BODY_SIZE
 from microasgi.routing import BaseRoute, Mount, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from microasgi._forms import parse_form
 from microasgi.datastructures import URL, FormData, Headers, QueryParams, State, quote_path
 from microasgi.exceptions import HTTPException
-from microasgi.forms import parse_form
 from microasgi.types import Message, Receive, Scope, Send
 
 if TYPE_CHECKING:

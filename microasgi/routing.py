@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
+from microasgi._endpoints import Endpoint
+from microasgi._errors import ErrorGuard, errors_for
+from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie, search
+from microasgi._stack import Middleware, wrap
 from microasgi.datastructures import quote_path
-from microasgi.endpoints import Endpoint
 from microasgi.exceptions import HTTPException
-from microasgi.middleware.base import Middleware, wrap
-from microasgi.middleware.errors import ErrorGuard, errors_for
-from microasgi.paths import NoMatchFound, PathTemplate, SegmentTrie, search
 from microasgi.requests import MAX_BODY_SIZE_KEY, Request
 from microasgi.responses import RedirectResponse
 from microasgi.responses._base import (
@@ -390,7 +390,7 @@ class Router:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            from microasgi.lifespan import serve_lifespan
+            from microasgi._lifespan import serve_lifespan
 
             await serve_lifespan(self, scope, receive, send)
             return

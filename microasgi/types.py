@@ -11,7 +11,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-
 class WebSocketState(enum.Enum):
     """Where one side of a WebSocket connection is (see `WebSocket`)."""
 

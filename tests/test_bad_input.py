@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from microasgi import App, Request, StreamingResponse
-from microasgi.middleware.base import Middleware
+from microasgi._stack import Middleware
 from microasgi.types import Message
 from tests.helpers import Exchange, MakeClient, body_messages, http_scope
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from microasgi import App, Request, Router
+from microasgi._paths import NoMatchFound
 from microasgi.convertors import (
     CONVERTORS,
     Convertor,
@@ -16,7 +17,6 @@ from microasgi.convertors import (
     UUIDConvertor,
     register_convertor,
 )
-from microasgi.paths import NoMatchFound
 from microasgi.routing import Mount
 
 # -- a small app with one route per convertor --------------------------------------------

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from microasgi import App, HTTPException, Request, Router, WebSocket
+from microasgi._paths import NoMatchFound
 from microasgi.middleware import Middleware
-from microasgi.paths import NoMatchFound
 from microasgi.responses import PlainTextResponse
 from microasgi.testclient import WebSocketDenied
 from tests.helpers import AddHeader, http_scope, run_app

@@ -1,5 +1,5 @@
-"""Middleware: `Middleware(cls, **options)` and the built-in middleware classes."""
+"""Middleware users install: `Middleware(cls, **options)` and the built-in classes."""
 
-from microasgi.middleware.base import Middleware
+from microasgi._stack import Middleware
 
 __all__ = ["Middleware"]

@@ -9,7 +9,7 @@ from typing import Any
 
 import anyio.to_thread
 
-from microasgi.endpoints import is_async_callable
+from microasgi._endpoints import is_async_callable
 from microasgi.exceptions import HTTPException, WebSocketException
 from microasgi.requests import ClientDisconnect, Request
 from microasgi.responses import JSONResponse, PlainTextResponse, Response
