@@ -1,30 +1,34 @@
-"""Calling endpoints: parameter binding worked out once, and return-value conversion."""
+"""Calling endpoints: which argument goes where, worked out once from the signature."""
 
 from __future__ import annotations
 
-import functools
+import enum
 import inspect
 from collections.abc import Callable, Collection
-from typing import Any
+from typing import Any, NamedTuple
 
-import anyio.to_thread
-
+from microasgi._concurrency import call_user, describe, is_async_callable
 from microasgi.background import BackgroundTasks
 from microasgi.requests import HTTPConnection
 
-__all__ = ["Endpoint", "is_async_callable"]
+__all__ = ["CallShape", "Endpoint"]
 
 
-def is_async_callable(func: Any) -> bool:
-    while isinstance(func, functools.partial):
-        func = func.func
-    return inspect.iscoroutinefunction(func) or (
-        callable(func) and inspect.iscoroutinefunction(getattr(func, "__call__", None))  # noqa: B004
-    )
+class CallShape(enum.IntEnum):
+    """How an endpoint is called, from its signature (0 is the general case)."""
+
+    KEYWORDS = 0  # build the keyword arguments for each call
+    PARAMS = 1  # func(**path_params): takes exactly the path parameters
+    CONNECTION_FIRST = 2  # func(connection, **path_params)
 
 
-def describe(func: Any) -> str:
-    return getattr(func, "__qualname__", None) or repr(func)
+class _Binding(NamedTuple):
+    """Which parameter gets what, as read from the signature."""
+
+    param_names: tuple[str, ...]  # the path parameters the endpoint takes
+    connection_name: str | None
+    connection_first: bool  # the connection is the first parameter
+    background_name: str | None
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature:
@@ -33,6 +37,61 @@ def _signature(func: Callable[..., Any]) -> inspect.Signature:
     except (NameError, TypeError):
         # Annotations that name something only importable under TYPE_CHECKING.
         return inspect.signature(func)
+
+
+def _is_subclass(annotation: Any, cls: type) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, cls)
+
+
+def _bind(
+    func: Callable[..., Any],
+    path: str,
+    path_params: Collection[str],
+    connection_class: type[HTTPConnection],
+    connection_names: Collection[str],
+) -> _Binding:
+    """Read the signature; a mistake is a TypeError naming the endpoint."""
+    names: list[str] = []
+    connection_name = background_name = None
+    connection_first = takes_all = False
+    for index, param in enumerate(_signature(func).parameters.values()):
+        if param.kind is param.VAR_POSITIONAL:
+            continue
+        if param.kind is param.VAR_KEYWORD:
+            takes_all = True
+            continue
+        annotation = param.annotation
+        if _is_subclass(annotation, HTTPConnection):
+            if not issubclass(connection_class, annotation):
+                raise TypeError(
+                    f"{describe(func)}: parameter {param.name!r} is annotated "
+                    f"{annotation.__name__}, but this route passes a {connection_class.__name__}"
+                )
+        elif _is_subclass(annotation, BackgroundTasks):
+            background_name = param.name
+            continue
+        elif param.name in path_params:
+            if param.kind is param.POSITIONAL_ONLY:
+                raise TypeError(
+                    f"{describe(func)}: path parameter {param.name!r} cannot be positional-only"
+                )
+            names.append(param.name)
+            continue
+        elif param.name not in connection_names:  # the connection by name, whatever its type
+            if param.default is param.empty:
+                raise TypeError(
+                    f"{describe(func)}: parameter {param.name!r} is neither a path parameter of "
+                    f"{path!r} nor the connection, and has no default"
+                )
+            continue
+        if param.kind is param.POSITIONAL_ONLY and index != 0:
+            raise TypeError(
+                f"{describe(func)}: a positional-only connection parameter must be first"
+            )
+        connection_name, connection_first = param.name, index == 0
+    if takes_all:
+        names = list(path_params)
+    return _Binding(tuple(names), connection_name, connection_first, background_name)
 
 
 class Endpoint:
@@ -50,9 +109,9 @@ class Endpoint:
         "connection_name",
         "func",
         "is_async",
-        "mode",
         "param_count",
         "param_names",
+        "shape",
     )
 
     def __init__(
@@ -64,90 +123,40 @@ class Endpoint:
         connection_class: type[HTTPConnection],
         connection_names: Collection[str],
     ) -> None:
+        binding = _bind(func, path, path_params, connection_class, connection_names)
         self.func = func
         self.is_async = is_async_callable(func)
-        self.connection_name: str | None = None
-        self.background_name: str | None = None
-        names: list[str] = []
-        takes_all = False
-        first_is_connection = False
-        signature = _signature(func)
-        for index, param in enumerate(signature.parameters.values()):
-            annotation = param.annotation
-            if param.kind is param.VAR_POSITIONAL:
-                continue
-            if param.kind is param.VAR_KEYWORD:
-                takes_all = True
-                continue
-            is_connection = False
-            if isinstance(annotation, type) and issubclass(annotation, HTTPConnection):
-                if not issubclass(connection_class, annotation):
-                    raise TypeError(
-                        f"{describe(func)}: parameter {param.name!r} is annotated "
-                        f"{annotation.__name__}, but this route passes a "
-                        f"{connection_class.__name__}"
-                    )
-                is_connection = True
-            elif isinstance(annotation, type) and issubclass(annotation, BackgroundTasks):
-                self.background_name = param.name
-            elif param.name in path_params:
-                if param.kind is param.POSITIONAL_ONLY:
-                    raise TypeError(
-                        f"{describe(func)}: path parameter {param.name!r} cannot be positional-only"
-                    )
-                names.append(param.name)
-            elif param.name in connection_names:
-                is_connection = True  # by its name, whatever (else) it is annotated with
-            elif param.default is param.empty:
-                raise TypeError(
-                    f"{describe(func)}: parameter {param.name!r} is neither a path parameter of "
-                    f"{path!r} nor the connection, and has no default"
-                )
-            if is_connection:
-                self.connection_name = param.name
-                first_is_connection = index == 0
-            if is_connection and param.kind is param.POSITIONAL_ONLY and index != 0:
-                raise TypeError(
-                    f"{describe(func)}: a positional-only connection parameter must be first"
-                )
-        if takes_all:
-            names = list(path_params)
-        self.param_names = tuple(names)
-        # The fast modes pass the path parameters on as they are, which is right
+        self.param_names = binding.param_names
+        self.connection_name = binding.connection_name
+        self.background_name = binding.background_name
+        # The short shapes pass the path parameters on as they are, which is right
         # only when there are exactly the route's own (no mount's among them).
         self.param_count = len(path_params)
-        every_param = set(names) == set(path_params)
-        # The usual shapes get a call without building a new dict.
-        if self.background_name is None and every_param:
-            if self.connection_name is None:
-                self.mode = 1  # func(**params)
-            elif first_is_connection:
-                self.mode = 2  # func(conn, **params)
-            else:
-                self.mode = 0
-        else:
-            self.mode = 0
+        self.shape = CallShape.KEYWORDS
+        if binding.background_name is None and set(binding.param_names) == set(path_params):
+            if binding.connection_name is None:
+                self.shape = CallShape.PARAMS
+            elif binding.connection_first:
+                self.shape = CallShape.CONNECTION_FIRST
 
     async def __call__(
         self, connection: HTTPConnection, params: dict[str, Any]
     ) -> tuple[Any, BackgroundTasks | None]:
         """Call the endpoint; returns its result and the injected background tasks."""
-        mode = self.mode if len(params) == self.param_count else 0
+        shape = self.shape if len(params) == self.param_count else CallShape.KEYWORDS
         background = None
-        if mode == 2:
-            args: tuple[Any, ...] = (connection,)
-            kwargs = params
-        elif mode == 1:
-            args = ()
-            kwargs = params
+        if shape is CallShape.CONNECTION_FIRST:
+            result = await call_user(self.func, self.is_async, connection, **params)
+        elif shape is CallShape.PARAMS:
+            result = await call_user(self.func, self.is_async, **params)
         else:
-            args = ()
             kwargs = {name: params[name] for name in self.param_names}
             if self.connection_name is not None:
                 kwargs[self.connection_name] = connection
             if self.background_name is not None:
                 background = kwargs[self.background_name] = BackgroundTasks()
-        if self.is_async:
-            return await self.func(*args, **kwargs), background
-        call = functools.partial(self.func, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call), background
+            result = await call_user(self.func, self.is_async, **kwargs)
+        return result, background
+
+    def __repr__(self) -> str:
+        return f"Endpoint({describe(self.func)}, shape={self.shape.name})"

@@ -1,4 +1,11 @@
-"""Turning exceptions into responses (or WebSocket closes)."""
+"""Answering errors: exception handlers, the default 4xx and 500 answers, WebSocket closes.
+
+Not a middleware: errors are answered where they are raised (in the route,
+the router, or `ErrorGuard` around foreign code such as user middleware and
+mounted ASGI apps), which is inside the user middleware, so they see the
+answer go by. Each App's `ErrorHandler` reaches the layers below it in the
+scope's `AppContext`.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +14,23 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import anyio.to_thread
-
-from microasgi._endpoints import is_async_callable
+from microasgi._concurrency import call_user, is_async_callable
+from microasgi._context import ErrorResponder, context_of
 from microasgi.exceptions import HTTPException, WebSocketException
 from microasgi.requests import ClientDisconnect, Request
 from microasgi.responses import JSONResponse, PlainTextResponse, Response
 from microasgi.responses._base import to_response
-from microasgi.types import ASGIApp, Message, Receive, Scope, Send
-from microasgi.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from microasgi.types import ASGIApp, Message, Receive, Scope, Send, WebSocketState
+from microasgi.websockets import WebSocket, WebSocketDisconnect
 
-__all__ = ["DEFAULT_ERRORS", "ErrorGuard", "ErrorHandler", "ExceptionHandlers", "errors_for"]
+__all__ = [
+    "DEFAULT_ERRORS",
+    "ErrorGuard",
+    "ErrorHandler",
+    "ExceptionHandlers",
+    "errors_for",
+    "log_after_start",
+]
 
 logger = logging.getLogger("microasgi")
 
@@ -36,16 +49,21 @@ class ErrorHandler:
 
     Handlers are looked up by status code for HTTPException, then by
     exception class along the MRO; 500 and Exception handlers also take
-    unexpected errors. Each App has one; errors are answered where they are
-    raised (in the route, the router or a guard around foreign code), which is
-    inside the user middleware, so they see the 500 go by.
+    unexpected errors. A handler gets the connection object the route built
+    (the same Request, with what it has already read), or a new one when the
+    error came from outside a route.
     """
+
+    __slots__ = ("debug", "handlers")
 
     def __init__(self, handlers: ExceptionHandlers, debug: bool = False) -> None:
         self.handlers = handlers
         self.debug = debug
 
-    async def handle(
+    def __repr__(self) -> str:
+        return f"ErrorHandler({len(self.handlers)} handlers, debug={self.debug})"
+
+    async def after_send(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send, sent: str | None
     ) -> None:
         """Answer for `exc`; `sent` is the type of the last message the app sent, if any."""
@@ -69,15 +87,14 @@ class ErrorHandler:
                 return handlers[cls]
         return handlers.get(500)
 
-    async def _call_handler(
-        self, handler: Callable[..., Any], connection: Any, exc: Exception
-    ) -> Any:
-        if is_async_callable(handler):
-            return await handler(connection, exc)
-        return await anyio.to_thread.run_sync(handler, connection, exc)
-
     async def http_error(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send, started: bool = False
+        self,
+        exc: Exception,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        started: bool = False,
+        connection: Any = None,
     ) -> None:
         """Answer an HTTP request for `exc` (if `started`, nothing can be answered: log)."""
         if isinstance(exc, ClientDisconnect):
@@ -88,8 +105,10 @@ class ErrorHandler:
         handler = self._lookup(exc)
         response: Response | None = None
         if handler is not None:
+            if connection is None:
+                connection = Request(scope, receive, send)
             try:
-                result = await self._call_handler(handler, Request(scope, receive, send), exc)
+                result = await call_user(handler, is_async_callable(handler), connection, exc)
                 response = to_response(result, handler)
             except Exception as handler_exc:
                 logger.error("Exception handler %r failed", handler, exc_info=handler_exc)
@@ -111,7 +130,13 @@ class ErrorHandler:
         return PlainTextResponse("Internal Server Error", 500)
 
     async def websocket_error(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send, state: WebSocketState
+        self,
+        exc: Exception,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        state: WebSocketState,
+        connection: Any = None,
     ) -> None:
         """Close (or, before accept, deny) a WebSocket for `exc`."""
         if isinstance(exc, WebSocketDisconnect):
@@ -122,13 +147,15 @@ class ErrorHandler:
                     "Exception in WebSocket %s after close", scope.get("path"), exc_info=exc
                 )
             return
+        websocket: WebSocket = connection
+        if websocket is None:
+            websocket = WebSocket(scope, receive, send)
+            if state is WebSocketState.CONNECTED:  # a handler may still send or close
+                websocket.client_state = websocket.application_state = state
         handler = self._lookup(exc)
         if handler is not None:
-            websocket = WebSocket(scope, receive, send)
-            if state is WebSocketState.CONNECTED:  # the handler may still send or close
-                websocket.client_state = websocket.application_state = state
             try:
-                await self._call_handler(handler, websocket, exc)
+                await call_user(handler, is_async_callable(handler), websocket, exc)
             except Exception as handler_exc:
                 logger.error("Exception handler %r failed", handler, exc_info=handler_exc)
                 exc = handler_exc
@@ -136,25 +163,23 @@ class ErrorHandler:
                 return
             # The handler did not end the connection (say, an HTTP-style handler that
             # returned a response): close it, or deny the handshake, as below.
+        connecting = websocket.application_state is WebSocketState.CONNECTING
         if isinstance(exc, WebSocketException):
             code, reason = exc.code, exc.reason
-        elif isinstance(exc, HTTPException) and state is WebSocketState.CONNECTING:
+        elif isinstance(exc, HTTPException) and connecting:
             code, reason = 1008, str(exc.detail)
         else:
             logger.error("Exception in WebSocket %s", scope.get("path"), exc_info=exc)
             code, reason = 1011, ""
-        if state is WebSocketState.CONNECTING:
-            # Deny the handshake: with the HTTPException's own answer (or a 500)
-            # where the server takes denial responses, else a close (a 403).
-            websocket = WebSocket(scope, receive, send)
-            if websocket.can_send_denial_response and isinstance(exc, HTTPException):
+        if connecting and websocket.can_send_denial_response:
+            # Deny the handshake with the HTTPException's own answer (or a 500).
+            if isinstance(exc, HTTPException):
                 await websocket.send_denial_response(http_exception_response(exc))
-            elif websocket.can_send_denial_response and code == 1011:
+                return
+            if code == 1011:
                 await websocket.send_denial_response(self._server_error(exc))
-            else:
-                await websocket.close(code, reason)
-            return
-        await send({"type": "websocket.close", "code": code, "reason": reason})
+                return
+        await websocket.close(code, reason)  # before accept: the server answers 403
 
 
 def log_after_start(exc: BaseException, scope: Scope) -> None:
@@ -182,10 +207,10 @@ def _state_after(sent: str | None) -> WebSocketState:
 DEFAULT_ERRORS = ErrorHandler({})
 
 
-def errors_for(scope: Scope) -> ErrorHandler:
-    """The ErrorHandler of the App serving `scope` (defaults outside an App)."""
-    errors: ErrorHandler = getattr(scope.get("app"), "errors", DEFAULT_ERRORS)
-    return errors
+def errors_for(scope: Scope) -> ErrorResponder:
+    """The error handling of the microasgi app serving `scope` (the defaults outside one)."""
+    context = context_of(scope)
+    return DEFAULT_ERRORS if context is None else context.errors
 
 
 class ErrorGuard:
@@ -207,4 +232,4 @@ class ErrorGuard:
         try:
             await self.app(scope, receive, tracked_send)
         except Exception as exc:
-            await errors_for(scope).handle(exc, scope, receive, send, sent)
+            await errors_for(scope).after_send(exc, scope, receive, send, sent)

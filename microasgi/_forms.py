@@ -9,7 +9,8 @@ thread), so an upload never has to fit in memory. Malformed input answers
 from __future__ import annotations
 
 import tempfile
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qsl
 
 import anyio.to_thread
@@ -18,32 +19,35 @@ import multipart
 from microasgi.datastructures import FormData, Headers, UploadFile
 from microasgi.exceptions import HTTPException
 
-if TYPE_CHECKING:
-    from microasgi.requests import Request
-
 __all__ = ["parse_form"]
 
 SPOOL_MAX_SIZE = 1024 * 1024
 
 
 async def parse_form(
-    request: Request, *, max_files: int, max_fields: int, max_part_size: int
+    content_type_header: str,
+    stream: Callable[[], AsyncIterator[bytes]],
+    body: Callable[[], Awaitable[bytes]],
+    *,
+    max_files: int,
+    max_fields: int,
+    max_part_size: int,
 ) -> FormData:
-    content_type, options = multipart.parse_options_header(request.headers.get("content-type", ""))
+    """Parse a form body, read with `stream()` (multipart) or `body()` (urlencoded)."""
+    content_type, options = multipart.parse_options_header(content_type_header)
     if content_type == "application/x-www-form-urlencoded":
-        return await _parse_urlencoded(request, max_fields)
+        return await _parse_urlencoded(await body(), max_fields)
     if content_type == "multipart/form-data":
         boundary = options.get("boundary")
         if not boundary:
             raise HTTPException(400, "multipart/form-data without a boundary")
-        return await _parse_multipart(request, boundary, max_files, max_fields, max_part_size)
+        return await _parse_multipart(stream(), boundary, max_files, max_fields, max_part_size)
     raise HTTPException(
         415, "Expected a form body (application/x-www-form-urlencoded or multipart/form-data)"
     )
 
 
-async def _parse_urlencoded(request: Request, max_fields: int) -> FormData:
-    body = await request.body()
+async def _parse_urlencoded(body: bytes, max_fields: int) -> FormData:
     try:
         items = parse_qsl(
             body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields, errors="strict"
@@ -81,7 +85,7 @@ async def _write(upload: UploadFile, chunk: bytes) -> None:
 
 
 async def _parse_multipart(
-    request: Request, boundary: str, max_files: int, max_fields: int, max_part_size: int
+    chunks: AsyncIterator[bytes], boundary: str, max_files: int, max_fields: int, max_part_size: int
 ) -> FormData:
     items: list[tuple[str, Any]] = []
     files = fields = 0
@@ -90,7 +94,7 @@ async def _parse_multipart(
         parser = multipart.PushMultipartParser(
             boundary, max_segment_count=max_files + max_fields + 1, strict=True
         )
-        async for chunk in request.stream():
+        async for chunk in chunks:
             for event in parser.parse(chunk):
                 if isinstance(event, multipart.MultipartSegment):
                     part = _Part(event)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from typing import Any, Protocol
 
@@ -19,7 +19,7 @@ import anyio
 from microasgi.datastructures import State
 from microasgi.types import Receive, Scope, Send
 
-__all__ = ["Lifespan", "serve_lifespan"]
+__all__ = ["Lifespan", "LifespanOwner", "serve_lifespan"]
 
 logger = logging.getLogger("microasgi")
 
@@ -27,18 +27,17 @@ Lifespan = Callable[[Any], AbstractAsyncContextManager[Mapping[str, Any] | None]
 
 
 class LifespanOwner(Protocol):
-    """An App or Router: it has a lifespan, background tasks and routes."""
+    """An App or Router: a lifespan, background tasks, and Apps or Routers mounted in it."""
 
     lifespan_state: dict[str, Any] | None
 
     @property
-    def lifespan_context(self) -> Any: ...
+    def lifespan_context(self) -> Lifespan | None: ...
 
     @property
     def background_tasks(self) -> list[Callable[..., Any]]: ...
 
-    @property
-    def routes(self) -> Any: ...
+    def lifespan_children(self) -> Iterable[LifespanOwner]: ...
 
 
 def _participants(root: LifespanOwner) -> list[LifespanOwner]:
@@ -51,10 +50,8 @@ def _participants(root: LifespanOwner) -> list[LifespanOwner]:
             return
         seen.add(id(owner))
         found.append(owner)
-        for route in owner.routes:
-            child = getattr(route, "mounted", None)
-            if child is not None and hasattr(child, "lifespan_context"):
-                visit(child)
+        for child in owner.lifespan_children():
+            visit(child)
 
     visit(root)
     return found

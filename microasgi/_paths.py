@@ -11,14 +11,12 @@ the values are collected by position and named by the route that matched.
 from __future__ import annotations
 
 import re
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import quote
 
 from microasgi.convertors import CONVERTORS, Convertor
 
-__all__ = ["NoMatchFound", "PathTemplate", "SegmentTrie", "search"]
-
-T = TypeVar("T")
+__all__ = ["Match", "NoMatchFound", "PathTemplate", "Routable", "SegmentTrie"]
 
 _PARAM = re.compile(r"{([^{}:]*)(?::([^{}]*))?}")
 
@@ -128,34 +126,56 @@ class PathTemplate:
 
 
 _ONE, _MIXED, _REST = 0, 1, 2
+_NO_VALUES: list[Any] = []  # the parameter values of a static path (never written to)
 
 
-class _Node(Generic[T]):
+class Routable(Protocol):
+    """What the trie stores: a route (HTTP methods, or "WEBSOCKET") or a mount."""
+
+    @property
+    def methods(self) -> frozenset[str]: ...
+
+
+R = TypeVar("R", bound=Routable)
+
+#: A hit: the route, its parameter values in path order, and the path prefix a
+#: mount matched ("" for a route, which matches the whole path).
+Match = tuple[R, list[Any], str]
+
+
+class _Node(Generic[R]):
     __slots__ = ("by_method", "forks", "leaves", "mounts", "params", "static")
 
     def __init__(self) -> None:
-        self.static: dict[str, _Node[T]] = {}
+        self.static: dict[str, _Node[R]] = {}
         # The first route ending here for each method: one dict lookup at the leaf.
-        self.by_method: dict[str, T] = {}
+        self.by_method: dict[str, R] = {}
         # Parameter children in registration order, as (kind, key, matcher, target):
         # _ONE: `{name:conv}`, matcher the convertor's bound convert, target a node;
         # _MIXED: a segment like `{name}.{ext}`, matcher a _Pattern, target a node;
         # _REST: `{name:path}`, matcher the bound convert, target the route itself.
         self.params: list[tuple[int, Any, Any, Any]] = []
-        self.leaves: list[T] = []
-        self.mounts: list[T] = []
+        self.leaves: list[R] = []
+        self.mounts: list[R] = []
         # Whether anything but a static child could match below this node; if not,
         # the search walks through it in a loop, with nothing to come back to.
         self.forks = False
 
 
-class SegmentTrie(Generic[T]):
-    """Maps path templates to values (routes), matched one segment at a time."""
+class SegmentTrie(Generic[R]):
+    """Maps path templates to routes and mounts, matched one segment at a time."""
 
     def __init__(self) -> None:
-        self.root: _Node[T] = _Node()
+        self.root: _Node[R] = _Node()
+        # Fully static paths, answered by one dict lookup: path -> method -> first route.
+        self._static: dict[str, dict[str, R]] = {}
 
-    def insert(self, template: PathTemplate, value: T, *, prefix: bool = False) -> None:
+    def insert(self, template: PathTemplate, value: R, *, prefix: bool = False) -> None:
+        """Add a route (or, with `prefix`, a mount) at `template`."""
+        if template.is_static and not prefix:
+            by_method = self._static.setdefault(template.path, {})
+            for method in value.methods:
+                by_method.setdefault(method, value)
         node = self.root
         segments = template.segments
         last = len(segments) - 1
@@ -179,7 +199,7 @@ class SegmentTrie(Generic[T]):
                     node = entry[3]
                     break
             else:
-                child: _Node[T] = _Node()
+                child: _Node[R] = _Node()
                 node.params.append((kind, key, matcher, child))
                 node = child
         if prefix:
@@ -187,30 +207,34 @@ class SegmentTrie(Generic[T]):
             node.forks = True
         else:
             node.leaves.append(value)
-            for method in value.methods:  # type: ignore[attr-defined]
+            for method in value.methods:
                 node.by_method.setdefault(method, value)
 
-    def match(
-        self, segments: list[str], method: str, allowed: list[frozenset[str]]
-    ) -> tuple[T, dict[str, Any], int] | None:
-        """The first value whose template matches and whose `methods` include `method`.
+    def lookup(self, path: str, method: str) -> Match[R] | frozenset[str]:
+        """The first route whose template matches `path` and whose methods include
+        `method` (a mount takes any method).
 
-        Values are routes (with a `methods` set and a `template`) or mounts
-        (taking any method). Returns the value, its parameters and how many
-        segments it consumed (fewer than all for a mount). The methods of
-        routes whose path matched but whose methods did not are added to
-        `allowed` (for a 405).
+        A miss gives the methods of the routes whose path matched (for a 405;
+        empty for a 404).
         """
+        static = self._static.get(path)
+        if static is not None and (route := static.get(method)) is not None:
+            return route, _NO_VALUES, ""
+        if path[:1] != "/":
+            return frozenset()
+        segments = path[1:].split("/")
+        n = len(segments)
         values: list[Any] = []
-        found = search(self.root, segments, 0, len(segments), values, method, allowed)
+        allowed: list[frozenset[str]] = []
+        found = _search(self.root, segments, 0, n, values, method, allowed)
         if found is None:
-            return None
-        value = found[0]
-        names: tuple[str, ...] = value.template.param_names
-        return value, dict(zip(names, values, strict=False)), found[1]
+            return frozenset().union(*allowed)
+        value, consumed = found
+        # Only a mount stops short of the last segment.
+        return value, values, "/" + "/".join(segments[:consumed]) if 0 < consumed < n else ""
 
 
-def search(
+def _search(
     node: _Node[Any],
     segments: list[str],
     i: int,
@@ -222,10 +246,12 @@ def search(
     """Depth-first search from `node` for segments[i:] (i < n).
 
     Parameter values are pushed on `values` in path order; the caller names
-    them after the route found (its template's `param_names`). The last
-    segment's leaves are checked here rather than in one more call: one
-    Python call per segment is most of what a lookup costs.
+    them after the route found (its template's `param_names`). Methods of
+    routes whose path matched but whose methods did not go on `allowed`.
     """
+    # PERF: one function, longer than we like: one Python call per segment is most
+    # of what a lookup costs, so the last segment's leaves are checked inline (three
+    # times, once per kind of child) rather than by one more call.
     while not node.forks:
         child = node.static.get(segments[i])
         if child is None:
@@ -245,7 +271,7 @@ def search(
             if (value := child.by_method.get(method)) is not None:
                 return value, n
             allowed.extend(leaf.methods for leaf in child.leaves)
-        elif (found := search(child, segments, i + 1, n, values, method, allowed)) is not None:
+        elif found := _search(child, segments, i + 1, n, values, method, allowed):
             return found
     for kind, _, matcher, target in node.params:
         if kind == _ONE:
@@ -259,7 +285,9 @@ def search(
                 if (value := target.by_method.get(method)) is not None:
                     return value, n
                 allowed.extend(leaf.methods for leaf in target.leaves)
-            elif (found := search(target, segments, i + 1, n, values, method, allowed)) is not None:
+            elif (
+                found := _search(target, segments, i + 1, n, values, method, allowed)
+            ) is not None:
                 return found
             values.pop()
         elif kind == _MIXED:
@@ -271,7 +299,9 @@ def search(
                 if (value := target.by_method.get(method)) is not None:
                     return value, n
                 allowed.extend(leaf.methods for leaf in target.leaves)
-            elif (found := search(target, segments, i + 1, n, values, method, allowed)) is not None:
+            elif (
+                found := _search(target, segments, i + 1, n, values, method, allowed)
+            ) is not None:
                 return found
             del values[len(values) - len(converted) :]
         else:

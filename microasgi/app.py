@@ -5,21 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
 
+from microasgi._context import (
+    CONTEXT_KEY,
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    AppContext,
+)
 from microasgi._errors import ErrorGuard, ErrorHandler, log_after_start
 from microasgi._lifespan import Lifespan, serve_lifespan
 from microasgi._stack import Middleware, wrap
 from microasgi.datastructures import State
-from microasgi.requests import DEFAULT_MAX_BODY_SIZE
-from microasgi.routing import BaseRoute, Mount, Router
+from microasgi.routing import BaseRoute, Mount, Routed, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send
-from microasgi.websockets import DEFAULT_MAX_MESSAGE_SIZE
 
 __all__ = ["App"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class App:
+class App(Routed):
     """A microasgi application.
 
     `middleware` is a list of `Middleware(cls, **options)`, the first one
@@ -41,32 +45,77 @@ class App:
         exception_handlers: dict[int | type[BaseException], Callable[..., Any]] | None = None,
         redirect_slashes: bool = True,
     ) -> None:
-        self.debug = debug
-        self.max_body_size = max_body_size
-        self.max_message_size = max_message_size
+        self._debug = debug
+        self._max_body_size = max_body_size
+        self._max_message_size = max_message_size
         self.router = Router(routes, redirect_slashes=redirect_slashes, lifespan=lifespan)
         self.user_middleware: list[Middleware] = list(middleware or [])
         self.exception_handlers: dict[int | type[BaseException], Callable[..., Any]] = dict(
             exception_handlers or {}
         )
         self.state = State()
-        self.lifespan_state: dict[str, Any] | None = None
-        self.errors = ErrorHandler(self.exception_handlers, debug)
         self._stack: ASGIApp | None = None
+        # What the layers below see of this app; rebuilt when a setting changes.
+        self._context: AppContext | None = None
+        # The context under a parent app: (the parent's context, ours under it).
+        self._nested: tuple[AppContext, AppContext] | None = None
+
+    # -- settings: each change reaches the next request --------------------------------
+
+    @property
+    def debug(self) -> bool:
+        """Tracebacks in 500 responses (never in production)."""
+        return self._debug
+
+    @debug.setter
+    def debug(self, value: bool) -> None:
+        self._debug = value
+        self._context = None
+
+    @property
+    def max_body_size(self) -> int | None:
+        """Request bodies larger than this (bytes) are answered 413; None: no limit."""
+        return self._max_body_size
+
+    @max_body_size.setter
+    def max_body_size(self, value: int | None) -> None:
+        self._max_body_size = value
+        self._context = None
+
+    @property
+    def max_message_size(self) -> int | None:
+        """WebSocket messages larger than this (bytes) close with 1009; None: no limit."""
+        return self._max_message_size
+
+    @max_message_size.setter
+    def max_message_size(self, value: int | None) -> None:
+        self._max_message_size = value
+        self._context = None
+
+    def _build_context(self) -> AppContext:
+        self._context = AppContext(
+            errors=ErrorHandler(self.exception_handlers, self._debug),
+            router=self.router,
+            max_body_size=self._max_body_size,
+            max_message_size=self._max_message_size,
+        )
+        self._nested = None
+        return self._context
+
+    def _context_under(self, parent: AppContext, own: AppContext) -> AppContext:
+        """Ours, but names resolve from the parent's router (url_for across mounts)."""
+        nested = self._nested
+        if nested is not None and nested[0] is parent:
+            return nested[1]
+        context = own if parent.router is None else own.replace(router=parent.router)
+        self._nested = (parent, context)
+        return context
 
     # -- the parts of the router users reach through the app --------------------------
 
     @property
     def routes(self) -> list[BaseRoute]:
         return self.router.routes
-
-    @property
-    def lifespan_context(self) -> Any:
-        return self.router.lifespan_context
-
-    @property
-    def background_tasks(self) -> list[Callable[..., Any]]:
-        return self.router.background_tasks
 
     def route(
         self, path: str, methods: Collection[str] | None = None, **options: Any
@@ -162,6 +211,9 @@ class App:
             await serve_lifespan(self, scope, receive, send)
             return
         scope["app"] = self
+        context = self._context or self._build_context()
+        parent = scope.get(CONTEXT_KEY)
+        scope[CONTEXT_KEY] = context if parent is None else self._context_under(parent, context)
         if "state" not in scope and self.lifespan_state is not None:
             # The server does not pass lifespan state along: do it ourselves.
             scope["state"] = dict(self.lifespan_state)

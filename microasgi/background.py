@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import functools
-import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
 
-import anyio.to_thread
+from microasgi._concurrency import call_user, describe, is_async_callable
 
 __all__ = ["BackgroundTask", "BackgroundTasks"]
 
@@ -22,15 +20,13 @@ class BackgroundTask:
         self.func = func
         self.args = args
         self.kwargs = kwargs
-        self.is_async = inspect.iscoroutinefunction(func) or inspect.iscoroutinefunction(
-            getattr(func, "__call__", None)  # noqa: B004 - a class with async __call__
-        )
+        self.is_async = is_async_callable(func)
 
     async def __call__(self) -> None:
-        if self.is_async:
-            await self.func(*self.args, **self.kwargs)
-        else:
-            await anyio.to_thread.run_sync(functools.partial(self.func, *self.args, **self.kwargs))
+        await call_user(self.func, self.is_async, *self.args, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({describe(self.func)})"
 
 
 class BackgroundTasks(BackgroundTask):
@@ -50,6 +46,7 @@ class BackgroundTasks(BackgroundTask):
             try:
                 await task()
             except Exception:
-                logger.exception(
-                    "Background task %r failed", getattr(task.func, "__qualname__", task.func)
-                )
+                logger.exception("Background task %s failed", describe(task.func))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.tasks!r})"

@@ -5,23 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from http.cookies import _unquote as _cookie_unquote
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 
+from microasgi._context import DEFAULT_MAX_BODY_SIZE, ROOT_PATH_KEY, context_of
 from microasgi._forms import parse_form
 from microasgi.datastructures import URL, FormData, Headers, QueryParams, State, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.types import Message, Receive, Scope, Send
 
-if TYPE_CHECKING:
-    from microasgi.app import App
-
-__all__ = ["ClientDisconnect", "HTTPConnection", "Request", "parse_cookies"]
-
-DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
-#: Scope key a route sets to override the app's body size limit for itself.
-MAX_BODY_SIZE_KEY = "microasgi.max_body_size"
+__all__ = ["ClientDisconnect", "HTTPConnection", "Request"]
 
 
 class ClientDisconnect(Exception):
@@ -75,9 +69,9 @@ class HTTPConnection:
         return self.scope[key]
 
     @property
-    def app(self) -> App:
-        app: App = self.scope["app"]
-        return app
+    def app(self) -> Any:
+        """The application serving the request (`scope["app"]`: the App, for ours)."""
+        return self.scope.get("app")
 
     @property
     def url(self) -> URL:
@@ -88,7 +82,7 @@ class HTTPConnection:
     @property
     def base_url(self) -> URL:
         """The URL of the outermost app: scheme, host and its root path."""
-        root = self.scope.get("app_root_path", self.scope.get("root_path", ""))
+        root = self.scope.get(ROOT_PATH_KEY, self.scope.get("root_path", ""))
         return URL(self.url.scheme, self.url.netloc, quote_path(root or "") + "/")
 
     @property
@@ -127,24 +121,12 @@ class HTTPConnection:
             self._state = State(self.scope.setdefault("state", {}))
         return self._state
 
-    def _limit(self, key: str, attribute: str, default: int) -> int | None:
-        """A size limit: the route's override (in the scope), else the app's, else `default`."""
-        scope = self.scope
-        if key in scope:
-            limit: int | None = scope[key]
-            return limit
-        app_limit: int | None = getattr(scope.get("app"), attribute, default)
-        return app_limit
-
     def url_for(self, name: str, /, **path_params: Any) -> URL:
         """Absolute URL of the route `name` (``"mount:name"`` inside named mounts)."""
-        router = self.scope.get("router")
-        if router is None:
-            app = self.scope.get("app")
-            router = getattr(app, "router", None)
-            if router is None:
-                raise RuntimeError("url_for needs a request served by a microasgi App or Router")
-        path = router.url_path_for(name, **path_params)
+        context = context_of(self.scope)
+        if context is None or context.router is None:
+            raise RuntimeError("url_for needs a request served by a microasgi App or Router")
+        path = context.router.url_path_for(name, **path_params)
         base = self.base_url
         return URL(base.scheme, base.netloc, base.path.rstrip("/") + path)
 
@@ -171,7 +153,8 @@ class Request(HTTPConnection):
         return self._receive
 
     def _max_body_size(self) -> int | None:
-        return self._limit(MAX_BODY_SIZE_KEY, "max_body_size", DEFAULT_MAX_BODY_SIZE)
+        context = context_of(self.scope)
+        return DEFAULT_MAX_BODY_SIZE if context is None else context.max_body_size
 
     async def stream(self) -> AsyncIterator[bytes]:
         """The body as it arrives, chunk by chunk, within the body size limit.
@@ -243,7 +226,12 @@ class Request(HTTPConnection):
         """
         if self._form is None:
             self._form = await parse_form(
-                self, max_files=max_files, max_fields=max_fields, max_part_size=max_part_size
+                self.headers.get("content-type", ""),
+                self.stream,
+                self.body,
+                max_files=max_files,
+                max_fields=max_fields,
+                max_part_size=max_part_size,
             )
         return self._form
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import Any, TypeVar
 
-from microasgi._endpoints import Endpoint
-from microasgi._errors import ErrorGuard, errors_for
-from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie, search
+from microasgi._concurrency import describe
+from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
+from microasgi._endpoints import CallShape, Endpoint
+from microasgi._errors import DEFAULT_ERRORS, ErrorGuard, errors_for
+from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
+from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie
 from microasgi._stack import Middleware, wrap
 from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
-from microasgi.requests import MAX_BODY_SIZE_KEY, Request
+from microasgi.requests import Request
 from microasgi.responses import RedirectResponse
 from microasgi.responses._base import (
     JSON_CONTENT_TYPE,
@@ -21,33 +24,108 @@ from microasgi.responses._base import (
     to_response,
 )
 from microasgi.types import ASGIApp, Receive, Scope, Send
-from microasgi.websockets import MAX_MESSAGE_SIZE_KEY, WebSocket, WebSocketState
+from microasgi.websockets import WebSocket, WebSocketState
 
-__all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Router", "WebSocketRoute"]
+__all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Routed", "Router", "WebSocketRoute"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNSET: Any = object()
 _WEBSOCKET = "WEBSOCKET"  # the "method" a websocket scope is routed with
 
 
-class BaseRoute:
-    """Something the router can match: a path template, a name and an ASGI app."""
+def _guarded(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:
+    """`app` inside its middleware, with a guard for what the middleware raise."""
+    return ErrorGuard(wrap(app, middleware)) if middleware else app
 
-    template: PathTemplate
-    param_names: tuple[str, ...]  # the template's, kept here for the dispatch hot path
-    is_mount = False
-    name: str | None
-    methods: frozenset[str]
+
+class BaseRoute:
+    """Something the router can match: a path template, a name and an ASGI app.
+
+    `limits` are the route's own values of the app's limits (`max_body_size`,
+    `max_message_size`): the route serves its scopes with the app's context
+    with those replaced.
+    """
+
+    is_mount = False  # a prefix that takes any method, matched after routes
+    #: The App or Router a Mount serves (whose lifespan runs with the parent's).
+    lifespan_child: LifespanOwner | None = None
+    methods: frozenset[str] = frozenset()
     app: ASGIApp
 
+    def __init__(self, path: str, name: str | None, *, prefix: bool = False, **limits: Any) -> None:
+        self.path = path
+        self.template = PathTemplate(path, prefix=prefix)
+        self.param_names = self.template.param_names  # kept here for the dispatch hot path
+        self.name = name
+        self._limits = {key: value for key, value in limits.items() if value is not _UNSET}
+        self._context_cache: tuple[AppContext | None, AppContext] | None = None
+
+    def _with_limits(self, app: ASGIApp) -> ASGIApp:
+        """`app`, serving its scopes with this route's limits in the context."""
+        if not self._limits:
+            return app
+
+        async def with_limits(scope: Scope, receive: Receive, send: Send) -> None:
+            scope[CONTEXT_KEY] = self._context_for(scope.get(CONTEXT_KEY))
+            await app(scope, receive, send)
+
+        return with_limits
+
+    def _context_for(self, parent: AppContext | None) -> AppContext:
+        # One app serves a route, nearly always: keep the last context made.
+        cached = self._context_cache
+        if cached is not None and cached[0] is parent:
+            return cached[1]
+        base = parent if parent is not None else AppContext(errors=DEFAULT_ERRORS)
+        context = base.replace(**self._limits)
+        self._context_cache = (parent, context)
+        return context
+
     def url_path_for(self, name: str, params: dict[str, Any]) -> str | None:
+        """The path for `name` with `params`, or None if this route is not it."""
         if name != self.name or set(params) != set(self.template.param_convertors):
             return None
         return self.template.format(params)
 
 
-class Route(BaseRoute):
-    """An HTTP endpoint at a path for some methods (GET also answers HEAD)."""
+class _EndpointRoute(BaseRoute):
+    """What Route and WebSocketRoute share: an endpoint called with a connection."""
+
+    connection_names: tuple[str, ...]
+
+    def __init__(
+        self,
+        path: str,
+        endpoint: Callable[..., Any],
+        name: str | None,
+        middleware: Sequence[Middleware] | None,
+        connection_class: type[Request] | type[WebSocket],
+        **limits: Any,
+    ) -> None:
+        if name is None:  # the function's name; for a callable object, its class's
+            name = getattr(endpoint, "__name__", None) or type(endpoint).__name__
+        super().__init__(path, name, **limits)
+        self.endpoint = endpoint
+        self._call = Endpoint(
+            endpoint,
+            path=path,
+            path_params=self.template.param_convertors,
+            connection_class=connection_class,
+            connection_names=self.connection_names,
+        )
+        self.app = self._with_limits(_guarded(self.handle, middleware))
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raise NotImplementedError
+
+
+class Route(_EndpointRoute):
+    """An HTTP endpoint at a path for some methods (GET also answers HEAD).
+
+    `max_body_size` (bytes, None for no limit) overrides the app's limit.
+    """
+
+    connection_names = ("request",)
 
     def __init__(
         self,
@@ -59,64 +137,47 @@ class Route(BaseRoute):
         middleware: Sequence[Middleware] | None = None,
         max_body_size: int | None = _UNSET,
     ) -> None:
-        self.template = PathTemplate(path)
-        self.param_names = self.template.param_names
-        self.path = path
-        self.endpoint = endpoint
-        self.name = name if name is not None else getattr(endpoint, "__name__", None)
         wanted = {m.upper() for m in (methods or ("GET",))}
         if "GET" in wanted:
             wanted.add("HEAD")
         self.methods = frozenset(wanted)
-        if max_body_size is not _UNSET:
-            self.handle = self._handle_with_limit  # type: ignore[method-assign]
-        self.max_body_size = max_body_size
-        self._call = Endpoint(
-            endpoint,
-            path=path,
-            path_params=self.template.param_convertors,
-            connection_class=Request,
-            connection_names=("request",),
-        )
-        self.app = _guarded(self.handle, middleware)
-
-    async def _handle_with_limit(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scope[MAX_BODY_SIZE_KEY] = self.max_body_size
-        await Route.handle(self, scope, receive, send)
+        super().__init__(path, endpoint, name, middleware, Request, max_body_size=max_body_size)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         # Nothing has been sent until the end of the try block, so errors are
         # answered here (inside any middleware, which sees the answer go by).
-        request = None
+        request = Request(scope, receive, send)
+        call = self._call
+        params = scope["path_params"]
+        body = None
         try:
-            call = self._call
-            params = scope["path_params"]
-            if call.mode and call.is_async and len(params) == call.param_count:
-                # The usual shapes, called here without one more coroutine layer.
-                if call.mode == 2:
-                    request = Request(scope, receive, send)
+            if call.shape and call.is_async and len(params) == call.param_count:
+                # PERF: the usual endpoints (async, taking the path parameters and
+                # maybe the request first) are called here, and a dict, list or str
+                # they return is sent without building a Response object. This saves
+                # two coroutine frames and an object per request (see
+                # docs/architecture.md); test_routing's "pipeline" tests run each path.
+                if call.shape is CallShape.CONNECTION_FIRST:
                     result = await call.func(request, **params)
                 else:
                     result = await call.func(**params)
                 kind = type(result)
-                # dict, list and str are sent without building a Response object.
                 if kind is dict or kind is list:
                     body, content_type = encode_json(result), JSON_CONTENT_TYPE
                 elif kind is str:
                     body, content_type = result.encode("utf-8"), TEXT_CONTENT_TYPE
                 else:
-                    body, response = None, to_response(result, self.endpoint)
+                    response = to_response(result, self.endpoint)
             else:
-                request = Request(scope, receive, send)
                 result, background = await call(request, params)
-                body, response = None, to_response(result, self.endpoint)
+                response = to_response(result, self.endpoint)
                 if background is not None and background.tasks:
                     if response.background is not None:
                         background.tasks.insert(0, response.background)
                     response.background = background
         except Exception as exc:
-            await errors_for(scope).http_error(exc, scope, receive, send)
-            if request is not None and request._form is not None:
+            await errors_for(scope).http_error(exc, scope, receive, send, connection=request)
+            if request._form is not None:
                 await request.close()
             return
         try:
@@ -125,14 +186,15 @@ class Route(BaseRoute):
             else:
                 await response(scope, receive, send)
         finally:
-            if request is not None and request._form is not None:
+            if request._form is not None:
                 await request.close()  # uploaded files go away with the request
 
     def __repr__(self) -> str:
-        return f"Route({self.path!r}, methods={sorted(self.methods)}, name={self.name!r})"
+        methods = sorted(self.methods)
+        return f"Route({self.path!r}, {describe(self.endpoint)}, {methods=}, name={self.name!r})"
 
 
-class WebSocketRoute(BaseRoute):
+class WebSocketRoute(_EndpointRoute):
     """A WebSocket endpoint. Returning closes with 1000 (or denies, if never accepted).
 
     `max_message_size` (bytes, None for no limit) overrides the app's limit;
@@ -140,6 +202,7 @@ class WebSocketRoute(BaseRoute):
     """
 
     methods = frozenset({_WEBSOCKET})
+    connection_names = ("ws", "websocket")
 
     def __init__(
         self,
@@ -150,39 +213,48 @@ class WebSocketRoute(BaseRoute):
         middleware: Sequence[Middleware] | None = None,
         max_message_size: int | None = _UNSET,
     ) -> None:
-        self.template = PathTemplate(path)
-        self.param_names = self.template.param_names
-        self.path = path
-        self.endpoint = endpoint
-        self.name = name if name is not None else getattr(endpoint, "__name__", None)
-        self.max_message_size = max_message_size
-        self._call = Endpoint(
-            endpoint,
-            path=path,
-            path_params=self.template.param_convertors,
-            connection_class=WebSocket,
-            connection_names=("ws", "websocket"),
+        super().__init__(
+            path, endpoint, name, middleware, WebSocket, max_message_size=max_message_size
         )
         if not self._call.is_async:
             raise TypeError(f"WebSocket endpoint {path!r} must be an async def")
-        self.app = _guarded(self.handle, middleware)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.max_message_size is not _UNSET:
-            scope[MAX_MESSAGE_SIZE_KEY] = self.max_message_size
         websocket = WebSocket(scope, receive, send)
         try:
             await self._call(websocket, scope["path_params"])
         except Exception as exc:
             state = websocket.application_state
-            await errors_for(scope).websocket_error(exc, scope, receive, send, state)
+            await errors_for(scope).websocket_error(
+                exc, scope, receive, send, state, connection=websocket
+            )
             return
         open_states = (WebSocketState.CONNECTING, WebSocketState.CONNECTED)
         if websocket.application_state in open_states and websocket.client_state in open_states:
             await websocket.close(1000)
 
     def __repr__(self) -> str:
-        return f"WebSocketRoute({self.path!r}, name={self.name!r})"
+        return f"WebSocketRoute({self.path!r}, {describe(self.endpoint)}, name={self.name!r})"
+
+
+class Routed:
+    """Base class of apps built around a microasgi Router (App): a Mount knows
+    them as ours (their lifespan runs with the parent's, they answer their own
+    errors, their router resolves names below the mount)."""
+
+    router: Router
+    lifespan_state: dict[str, Any] | None = None
+
+    @property
+    def lifespan_context(self) -> Lifespan | None:
+        return self.router.lifespan_context
+
+    @property
+    def background_tasks(self) -> list[Callable[..., Any]]:
+        return self.router.background_tasks
+
+    def lifespan_children(self) -> Iterable[LifespanOwner]:
+        return self.router.lifespan_children()
 
 
 class Mount(BaseRoute):
@@ -192,7 +264,6 @@ class Mount(BaseRoute):
     unchanged. Mounted Apps and Routers take part in the parent's lifespan.
     """
 
-    methods: frozenset[str] = frozenset()  # not used: a mount takes every method
     is_mount = True
 
     def __init__(
@@ -203,28 +274,19 @@ class Mount(BaseRoute):
         name: str | None = None,
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
-        path = path.rstrip("/")
-        self.template = PathTemplate(path, prefix=True)
-        self.param_names = self.template.param_names
-        self.path = path
-        self.name = name
+        super().__init__(path.rstrip("/"), name, prefix=True)
         self.mounted = app
-        if isinstance(app, Router) or isinstance(getattr(app, "router", None), Router):
-            # Our own apps answer their errors where they happen.
-            self.app = _guarded(app, middleware)
+        if isinstance(app, (Router, Routed)):
+            self.lifespan_child = app
+            self.app = _guarded(app, middleware)  # it answers its own errors
         else:
             self.app = ErrorGuard(wrap(app, middleware))
 
-    async def handle(
-        self, scope: Scope, receive: Receive, send: Send, prefix: str, parent: Router
-    ) -> None:
+    async def handle(self, scope: Scope, receive: Receive, send: Send, prefix: str) -> None:
         child = dict(scope)
         root_path = scope.get("root_path", "")
-        # Remember the outermost router and root path, for url_for() below the mount.
-        if "router" not in scope:
-            child["router"] = parent
-        if "app_root_path" not in scope:
-            child["app_root_path"] = root_path
+        if ROOT_PATH_KEY not in scope:  # the outermost app's, for url_for below the mount
+            child[ROOT_PATH_KEY] = root_path
         child["root_path"] = root_path + prefix
         await self.app(child, receive, send)
 
@@ -234,29 +296,38 @@ class Mount(BaseRoute):
             return None
         rest = {k: v for k, v in params.items() if k not in own}
         if self.name is not None:
-            if name == self.name and set(rest) <= {"path"}:
-                # A named mount of a plain ASGI app (e.g. static files): /prefix/<path>.
-                tail = quote_path(str(rest.get("path", "")).lstrip("/"))
-                return self.template.format({k: params[k] for k in own}) + "/" + tail
+            if name == self.name:
+                # The mount itself: /prefix/<path>, e.g. a file under static files.
+                if set(rest) != {"path"}:
+                    return None
+                tail = quote_path(str(rest["path"]).lstrip("/"))
+                return self._prefix(params) + "/" + tail
             if not name.startswith(self.name + ":"):
                 return None
             name = name[len(self.name) + 1 :]
-        child_url_path_for = getattr(self.mounted, "url_path_for", None)
-        if child_url_path_for is None:
+        child_path = self._child_path(name, rest)
+        return None if child_path is None else self._prefix(params) + child_path
+
+    def _prefix(self, params: dict[str, Any]) -> str:
+        return self.template.format({k: params[k] for k in self.template.param_convertors})
+
+    def _child_path(self, name: str, params: dict[str, Any]) -> str | None:
+        if isinstance(self.mounted, Router):
+            return self.mounted.find_path(name, params)
+        if isinstance(self.mounted, Routed):
+            return self.mounted.router.find_path(name, params)
+        # Somebody else's app: ask it if it can tell, and take any error as "not here".
+        url_path_for = getattr(self.mounted, "url_path_for", None)
+        if url_path_for is None:
             return None
         try:
-            child_path: str = child_url_path_for(name, **rest)
-        except NoMatchFound:
+            return str(url_path_for(name, **params))
+        except Exception:
             return None
-        return self.template.format({k: params[k] for k in own}) + child_path
 
     def __repr__(self) -> str:
-        return f"Mount({self.path!r}, {self.mounted!r}, name={self.name!r})"
-
-
-def _guarded(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:
-    """`app` inside its middleware, with a guard for what the middleware raise."""
-    return ErrorGuard(wrap(app, middleware)) if middleware else app
+        name = f", name={self.name!r}" if self.name is not None else ""
+        return f"Mount({self.path or '/'!r}, {self.mounted!r}{name})"
 
 
 def _route_path(path: str, root: str) -> str:
@@ -278,7 +349,7 @@ class Router:
         routes: Sequence[BaseRoute] | None = None,
         *,
         redirect_slashes: bool = True,
-        lifespan: Any = None,
+        lifespan: Lifespan | None = None,
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
         self.routes: list[BaseRoute] = []
@@ -287,10 +358,10 @@ class Router:
         self.lifespan_state: dict[str, Any] | None = None
         self.background_tasks: list[Callable[..., Any]] = []
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
-        # Fully static paths, looked up in one dict: path -> method -> first route.
-        self._static: dict[str, dict[str, BaseRoute]] = {}
         self.middleware = list(middleware or [])
         self._app: ASGIApp = _guarded(self.dispatch, self.middleware)
+        # What a Router served on its own (not by an App) puts in the scope.
+        self._own_context = AppContext(errors=DEFAULT_ERRORS, router=self)
         for route in routes or ():
             self.add(route)
 
@@ -298,13 +369,8 @@ class Router:
 
     def add(self, route: BaseRoute) -> BaseRoute:
         """Add any route object; decorators and `mount` end up here."""
-        prefix = isinstance(route, Mount)
         self.routes.append(route)
-        self._trie.insert(route.template, route, prefix=prefix)
-        if route.template.is_static and not prefix:
-            by_method = self._static.setdefault(route.template.path, {})
-            for method in route.methods:
-                by_method.setdefault(method, route)
+        self._trie.insert(route.template, route, prefix=route.is_mount)
         return route
 
     def add_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> Route:
@@ -378,25 +444,33 @@ class Router:
         self.background_tasks.append(func)
         return func
 
+    def lifespan_children(self) -> Iterable[LifespanOwner]:
+        """The Apps and Routers mounted here (their lifespans run with this one's)."""
+        return [route.lifespan_child for route in self.routes if route.lifespan_child is not None]
+
     def url_path_for(self, name: str, /, **params: Any) -> str:
         """The path of the route called `name` (``"mount:name"`` inside named mounts)."""
+        path = self.find_path(name, params)
+        if path is None:
+            raise NoMatchFound(name, params)
+        return path
+
+    def find_path(self, name: str, params: dict[str, Any]) -> str | None:
+        """`url_path_for`, with None for no match."""
         for route in self.routes:
             path = route.url_path_for(name, params)
             if path is not None:
                 return path
-        raise NoMatchFound(name, params)
+        return None
 
     # -- dispatch --------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            from microasgi._lifespan import serve_lifespan
-
             await serve_lifespan(self, scope, receive, send)
             return
-        if "app" not in scope:  # served on its own, not by an App
-            if "router" not in scope:
-                scope["router"] = self
+        if CONTEXT_KEY not in scope:  # served on its own, or under somebody else's app
+            scope[CONTEXT_KEY] = self._own_context
             if "state" not in scope and self.lifespan_state is not None:
                 scope["state"] = dict(self.lifespan_state)
         await self._app(scope, receive, send)
@@ -408,33 +482,22 @@ class Router:
         if root:
             path = _route_path(path, root)
         method = scope.get("method", _WEBSOCKET)
-        static = self._static.get(path)
-        if static is not None:
-            route = static.get(method)
-            if route is not None:
-                params = scope.get("path_params")
-                scope["path_params"] = dict(params) if params else {}
-                await route.app(scope, receive, send)
-                return
-        allowed: list[frozenset[str]] = []
-        values: list[Any] = []
-        found = None
-        if path[:1] == "/":
-            segments = path[1:].split("/")
-            found = search(self._trie.root, segments, 0, len(segments), values, method, allowed)
-        if found is None:
-            await self._no_match(scope, receive, send, path, method, allowed)
+        found = self._trie.lookup(path, method)
+        if isinstance(found, frozenset):
+            await self._no_match(scope, receive, send, path, method, found)
             return
-        route, consumed = found
+        route, values, prefix = found
         names = route.param_names  # as many as there are values
-        params = (
-            {names[0]: values[0]} if len(names) == 1 else dict(zip(names, values, strict=False))
-        )
+        if not names:
+            params = {}
+        elif len(names) == 1:
+            params = {names[0]: values[0]}
+        else:
+            params = dict(zip(names, values, strict=True))
         parent = scope.get("path_params")
         scope["path_params"] = {**parent, **params} if parent else params
-        if route.is_mount:
-            prefix = "/" + "/".join(segments[:consumed]) if consumed else ""
-            await route.handle(scope, receive, send, prefix, self)
+        if isinstance(route, Mount):
+            await route.handle(scope, receive, send, prefix)
         else:
             await route.app(scope, receive, send)
 
@@ -445,35 +508,35 @@ class Router:
         send: Send,
         path: str,
         method: str,
-        allowed: list[frozenset[str]],
+        allowed: frozenset[str],
     ) -> None:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000, "reason": ""})
             return
+        errors = errors_for(scope)
         if not path.startswith("/"):
-            await self._error(scope, receive, send, HTTPException(400, "Invalid request path"))
+            await errors.http_error(
+                HTTPException(400, "Invalid request path"), scope, receive, send
+            )
             return
         if self.redirect_slashes and path != "/":
             other = path[:-1] if path.endswith("/") else path + "/"
-            if not other.startswith("//") and self._trie.match(other[1:].split("/"), method, []):
+            if not other.startswith("//") and not isinstance(
+                self._trie.lookup(other, method), frozenset
+            ):
                 location = scope.get("root_path", "") + other
                 query = scope.get("query_string", b"")
                 if query:
                     location += "?" + query.decode("latin-1")
                 await RedirectResponse(location, status_code=307)(scope, receive, send)
                 return
-        every = set().union(*allowed)
-        http_methods = every - {_WEBSOCKET}
+        http_methods = allowed - {_WEBSOCKET}
         if http_methods:
-            allow = ", ".join(sorted(http_methods))
-            exc = HTTPException(405, headers={"Allow": allow})
-        elif every:
+            exc = HTTPException(405, headers={"Allow": ", ".join(sorted(http_methods))})
+        elif allowed:
             exc = HTTPException(
                 426, "This endpoint only speaks WebSocket", headers={"Upgrade": "websocket"}
             )
         else:
             exc = HTTPException(404)
-        await self._error(scope, receive, send, exc)
-
-    async def _error(self, scope: Scope, receive: Receive, send: Send, exc: HTTPException) -> None:
-        await errors_for(scope).http_error(exc, scope, receive, send)
+        await errors.http_error(exc, scope, receive, send)

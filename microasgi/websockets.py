@@ -7,15 +7,12 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
+from microasgi._context import DEFAULT_MAX_MESSAGE_SIZE, context_of
 from microasgi.requests import HTTPConnection
 from microasgi.responses import PlainTextResponse, Response
 from microasgi.types import Message, Receive, Scope, Send, WebSocketState
 
-__all__ = ["DEFAULT_MAX_MESSAGE_SIZE", "WebSocket", "WebSocketDisconnect", "WebSocketState"]
-
-DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
-#: Scope key a route sets to override the app's message size limit for itself.
-MAX_MESSAGE_SIZE_KEY = "microasgi.max_message_size"
+__all__ = ["WebSocket", "WebSocketDisconnect", "WebSocketState"]
 
 
 class WebSocketDisconnect(Exception):
@@ -47,8 +44,9 @@ class WebSocket(HTTPConnection):
         self.client_state = WebSocketState.CONNECTING
         self.application_state = WebSocketState.CONNECTING
         # Looked up once per connection, not per message.
-        self.max_message_size = self._limit(
-            MAX_MESSAGE_SIZE_KEY, "max_message_size", DEFAULT_MAX_MESSAGE_SIZE
+        context = context_of(scope)
+        self.max_message_size = (
+            DEFAULT_MAX_MESSAGE_SIZE if context is None else context.max_message_size
         )
 
     async def receive(self) -> Message:

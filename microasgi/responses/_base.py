@@ -10,6 +10,7 @@ from http.cookies import SimpleCookie
 from typing import Any, Literal
 from urllib.parse import quote
 
+from microasgi._concurrency import describe
 from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
 from microasgi.types import Receive, Scope, Send
@@ -282,8 +283,7 @@ def to_response(result: Any, endpoint: Any) -> Response:
         return PlainTextResponse(result)
     if isinstance(result, bytes):
         return Response(result, media_type="application/octet-stream")
-    name = getattr(endpoint, "__qualname__", None) or repr(endpoint)
     raise TypeError(
-        f"endpoint {name} returned {kind.__name__}; "
+        f"endpoint {describe(endpoint)} returned {kind.__name__}; "
         "return a Response, dict, list, str, bytes or None"
     )
