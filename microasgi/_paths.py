@@ -138,9 +138,11 @@ class Routable(Protocol):
 
 R = TypeVar("R", bound=Routable)
 
-#: A hit: the route, its parameter values in path order, and the path prefix a
-#: mount matched ("" for a route, which matches the whole path).
-Match = tuple[R, list[Any], str]
+#: What `lookup` finds. A hit: the route, its parameter values in path order, and
+#: the path prefix a mount matched ("" for a route, which matches the whole path).
+#: A miss: None, the methods of the routes whose path matched (for a 405; empty
+#: for a 404), and "".
+Match = tuple[R, list[Any], str] | tuple[None, frozenset[str], str]
 
 
 class _Node(Generic[R]):
@@ -210,25 +212,21 @@ class SegmentTrie(Generic[R]):
             for method in value.methods:
                 node.by_method.setdefault(method, value)
 
-    def lookup(self, path: str, method: str) -> Match[R] | frozenset[str]:
+    def lookup(self, path: str, method: str) -> Match[R]:
         """The first route whose template matches `path` and whose methods include
-        `method` (a mount takes any method).
-
-        A miss gives the methods of the routes whose path matched (for a 405;
-        empty for a 404).
-        """
+        `method` (a mount takes any method); see `Match`."""
         static = self._static.get(path)
         if static is not None and (route := static.get(method)) is not None:
             return route, _NO_VALUES, ""
         if path[:1] != "/":
-            return frozenset()
+            return None, frozenset(), ""
         segments = path[1:].split("/")
         n = len(segments)
         values: list[Any] = []
         allowed: list[frozenset[str]] = []
         found = _search(self.root, segments, 0, n, values, method, allowed)
         if found is None:
-            return frozenset().union(*allowed)
+            return None, frozenset().union(*allowed), ""
         value, consumed = found
         # Only a mount stops short of the last segment.
         return value, values, "/" + "/".join(segments[:consumed]) if 0 < consumed < n else ""

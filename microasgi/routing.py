@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from microasgi._concurrency import describe
 from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
-from microasgi._endpoints import CallShape, Endpoint
+from microasgi._endpoints import CONNECTION_FIRST, Endpoint
 from microasgi._errors import DEFAULT_ERRORS, ErrorGuard, errors_for
 from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
 from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie
@@ -47,6 +47,7 @@ class BaseRoute:
     """
 
     is_mount = False  # a prefix that takes any method, matched after routes
+    mount: Mount | None = None  # the route itself, for a Mount (saves an isinstance)
     #: The App or Router a Mount serves (whose lifespan runs with the parent's).
     lifespan_child: LifespanOwner | None = None
     methods: frozenset[str] = frozenset()
@@ -157,7 +158,7 @@ class Route(_EndpointRoute):
                 # they return is sent without building a Response object. This saves
                 # two coroutine frames and an object per request (see
                 # docs/architecture.md); test_routing's "pipeline" tests run each path.
-                if call.shape is CallShape.CONNECTION_FIRST:
+                if call.shape is CONNECTION_FIRST:
                     result = await call.func(request, **params)
                 else:
                     result = await call.func(**params)
@@ -275,6 +276,7 @@ class Mount(BaseRoute):
         middleware: Sequence[Middleware] | None = None,
     ) -> None:
         super().__init__(path.rstrip("/"), name, prefix=True)
+        self.mount = self
         self.mounted = app
         if isinstance(app, (Router, Routed)):
             self.lifespan_child = app
@@ -483,8 +485,8 @@ class Router:
             path = _route_path(path, root)
         method = scope.get("method", _WEBSOCKET)
         found = self._trie.lookup(path, method)
-        if isinstance(found, frozenset):
-            await self._no_match(scope, receive, send, path, method, found)
+        if found[0] is None:
+            await self._no_match(scope, receive, send, path, method, found[1])
             return
         route, values, prefix = found
         names = route.param_names  # as many as there are values
@@ -496,8 +498,8 @@ class Router:
             params = dict(zip(names, values, strict=True))
         parent = scope.get("path_params")
         scope["path_params"] = {**parent, **params} if parent else params
-        if isinstance(route, Mount):
-            await route.handle(scope, receive, send, prefix)
+        if route.mount is not None:
+            await route.mount.handle(scope, receive, send, prefix)
         else:
             await route.app(scope, receive, send)
 
@@ -521,9 +523,7 @@ class Router:
             return
         if self.redirect_slashes and path != "/":
             other = path[:-1] if path.endswith("/") else path + "/"
-            if not other.startswith("//") and not isinstance(
-                self._trie.lookup(other, method), frozenset
-            ):
+            if not other.startswith("//") and self._trie.lookup(other, method)[0] is not None:
                 location = scope.get("root_path", "") + other
                 query = scope.get("query_string", b"")
                 if query:
