@@ -25,9 +25,10 @@ class Middleware:
         return iter((self.cls, self.args, self.options))
 
     def __repr__(self) -> str:
-        options = ", ".join(f"{k}={v!r}" for k, v in self.options.items())
-        name = getattr(self.cls, "__name__", repr(self.cls))
-        return f"Middleware({name}{', ' if options else ''}{options})"
+        name = getattr(self.cls, "__name__", None) or repr(self.cls)
+        arguments = [repr(arg) for arg in self.args]
+        arguments.extend(f"{key}={value!r}" for key, value in self.options.items())
+        return f"Middleware({', '.join([name, *arguments])})"
 
 
 def wrap(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, quote, urlencode
 
@@ -121,13 +121,29 @@ def quote_path(path: str) -> str:
 
 
 class ImmutableMultiDict(Mapping[str, Any]):
-    """A mapping that keeps every value of a repeated key; `d[key]` is the last one."""
+    """A mapping that keeps every value of a repeated key; `d[key]` is the last one.
+
+    Built from another multi-dict (every value kept), a mapping, or (key, value)
+    pairs, plus keyword arguments.
+    """
 
     __slots__ = ("_dict", "_list")
 
-    def __init__(self, items: Iterable[tuple[str, Any]] = ()) -> None:
-        self._list: list[tuple[str, Any]] = list(items)
-        self._dict: dict[str, Any] = dict(self._list)
+    def __init__(
+        self,
+        items: ImmutableMultiDict | Mapping[str, Any] | Iterable[tuple[str, Any]] = (),
+        /,
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(items, ImmutableMultiDict):
+            pairs = list(items._list)
+        elif isinstance(items, Mapping):
+            pairs = list(items.items())
+        else:
+            pairs = list(items)
+        pairs.extend(kwargs.items())
+        self._list: list[tuple[str, Any]] = pairs
+        self._dict: dict[str, Any] = dict(pairs)
 
     def getlist(self, key: str) -> list[Any]:
         return [v for k, v in self._list if k == key]
@@ -161,13 +177,21 @@ class QueryParams(ImmutableMultiDict):
 
     __slots__ = ()
 
-    def __init__(self, query: str | bytes | Iterable[tuple[str, Any]] = "") -> None:
+    def __init__(
+        self,
+        query: str
+        | bytes
+        | ImmutableMultiDict
+        | Mapping[str, Any]
+        | Iterable[tuple[str, Any]] = "",
+        /,
+        **kwargs: Any,
+    ) -> None:
         if isinstance(query, bytes):
             query = query.decode("utf-8", "replace")
         if isinstance(query, str):
-            super().__init__(parse_qsl(query, keep_blank_values=True, errors="replace"))
-        else:
-            super().__init__(query)
+            query = parse_qsl(query, keep_blank_values=True, errors="replace")
+        super().__init__(query, **kwargs)
 
     def __str__(self) -> str:
         return urlencode(self._list)
@@ -224,22 +248,29 @@ class Headers(Mapping[str, str]):
         index = self._index if self._index is not None else self._build()
         return isinstance(key, str) and key.lower() in index
 
+    # Iteration goes over every raw header, repeated names included, in order
+    # (as in Starlette); `get`, `[]` and `getlist` look names up.
+
     def __iter__(self) -> Iterator[str]:
-        index = self._index if self._index is not None else self._build()
-        return iter(index)
+        return iter(self.keys())
 
     def __len__(self) -> int:
-        index = self._index if self._index is not None else self._build()
-        return len(index)
+        return len(self.raw)
 
-    def keys(self) -> KeysView[str]:
-        return KeysView(self)
+    def keys(self) -> list[str]:  # type: ignore[override]
+        """Every header name, once per header, as sent (servers send lowercase)."""
+        return [k.decode("latin-1") for k, _ in self.raw]
 
-    def items(self) -> ItemsView[str, str]:
-        return ItemsView(self)
+    def values(self) -> list[str]:  # type: ignore[override]
+        """Every header value, in order."""
+        return [v.decode("latin-1") for _, v in self.raw]
+
+    def items(self) -> list[tuple[str, str]]:  # type: ignore[override]
+        """Every (name, value) pair, in order."""
+        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw]
 
     def multi_items(self) -> list[tuple[str, str]]:
-        return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw]
+        return self.items()
 
     def __eq__(self, other: object) -> bool:
         if isinstance(other, Headers):
@@ -363,12 +394,16 @@ class UploadFile:
 
     async def write(self, data: bytes) -> None:
         await anyio.to_thread.run_sync(self.file.write, data)
+        if self.size is not None:
+            self.size += len(data)
 
     async def close(self) -> None:
         await anyio.to_thread.run_sync(self.file.close)
 
     def __repr__(self) -> str:
-        return f"UploadFile(filename={self.filename!r}, size={self.size!r})"
+        return (
+            f"UploadFile(filename={self.filename!r}, size={self.size!r}, headers={self.headers!r})"
+        )
 
 
 class FormData(ImmutableMultiDict):

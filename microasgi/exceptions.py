@@ -45,3 +45,6 @@ class WebSocketException(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(code={self.code!r}, reason={self.reason!r})"

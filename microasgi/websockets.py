@@ -119,12 +119,11 @@ class WebSocket(HTTPConnection):
         """Accept the handshake, optionally choosing a subprotocol and adding headers."""
         if self.client_state is WebSocketState.CONNECTING:
             await self.receive()  # the websocket.connect event
-        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
-        if headers:
-            message["headers"] = [
-                (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()
-            ]
-        await self.send(message)
+        raw = [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ]
+        # Always a "headers" list, so a middleware can append to it.
+        await self.send({"type": "websocket.accept", "subprotocol": subprotocol, "headers": raw})
 
     def _check_can_receive(self) -> None:
         if self.application_state is WebSocketState.CONNECTING:
