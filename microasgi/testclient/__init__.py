@@ -135,14 +135,19 @@ class TestClient(httpx.Client):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        self.close()
+        """Shut the lifespan down; the client stays usable (without a lifespan)."""
+        self._stop()
+
+    def _stop(self) -> None:
+        running, self._running = self._running, None
+        if running is not None:
+            self._finalizer.detach()
+            running[0].close()
 
     def close(self) -> None:
-        running, self._running = self._running, None
+        """Stop the app's event loop and close the client."""
         try:
-            if running is not None:
-                self._finalizer.detach()
-                running[0].close()
+            self._stop()
         finally:
             super().close()
 

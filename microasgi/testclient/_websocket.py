@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -12,6 +14,11 @@ import httpx
 
 from microasgi.testclient._core import DEFAULT_TIMEOUT, Core, stream_pair
 from microasgi.types import Message
+from microasgi.websockets import WebSocketDisconnect
+
+#: How long a disconnect may sit unread before the handler counts as not
+#: listening and is cancelled (a handler that reads it gets `timeout` to finish).
+UNREAD_GRACE = 0.1
 
 
 class WebSocketDenied(Exception):
@@ -39,10 +46,12 @@ class AsyncWebSocketSession:
         self.error: BaseException | None = None
         self.done = anyio.Event()
         self.closed = False
+        self._cancel_scope: anyio.CancelScope | None = None
 
     async def _run(self) -> None:
         try:
-            await self.core.app(self.scope, self._app_receive.receive, self._app_send.send)
+            with anyio.CancelScope() as self._cancel_scope:
+                await self.core.app(self.scope, self._app_receive.receive, self._app_send.send)
         except BaseException as exc:
             self.error = exc
             if not isinstance(exc, Exception):
@@ -102,8 +111,6 @@ class AsyncWebSocketSession:
 
     async def receive(self, timeout: float | None = DEFAULT_TIMEOUT) -> Message:
         """The next raw message the app sent; raises WebSocketDisconnect on its close."""
-        from microasgi.websockets import WebSocketDisconnect
-
         message = await self._next(timeout)
         if message["type"] == "websocket.close":
             self.closed = True
@@ -138,11 +145,29 @@ class AsyncWebSocketSession:
         await self.finish()
 
     async def finish(self, timeout: float = DEFAULT_TIMEOUT) -> None:
-        with anyio.move_on_after(timeout):
+        """Wait for the handler to end, and cancel it if it will not.
+
+        A handler that reads the disconnect gets `timeout` seconds to finish (its
+        cleanup may still send or publish); one that leaves it unread is not
+        listening and is cancelled at once.
+        """
+        unread_since: float | None = None
+        deadline = anyio.current_time() + timeout
+        while not self.done.is_set() and anyio.current_time() < deadline:
+            if self.to_app.statistics().current_buffer_used:
+                now = anyio.current_time()
+                unread_since = now if unread_since is None else unread_since
+                if now - unread_since >= UNREAD_GRACE:
+                    break
+            else:
+                unread_since = None
+            with anyio.move_on_after(0.01):
+                await self.done.wait()
+        if not self.done.is_set():
+            if self._cancel_scope is not None:
+                self._cancel_scope.cancel()
             await self.done.wait()
         if self.error is not None and self.core.raise_server_exceptions:
-            from microasgi.websockets import WebSocketDisconnect
-
             if not isinstance(self.error, WebSocketDisconnect):
                 raise self.error
 
@@ -205,6 +230,15 @@ def websocket_request(
     headers: Mapping[str, str] | None,
 ) -> tuple[httpx.Request, list[str]]:
     request = client.build_request("GET", url, headers=headers)
+    # What every real client sends with the handshake (RFC 6455, section 4.1).
+    handshake = {
+        "connection": "upgrade",
+        "upgrade": "websocket",
+        "sec-websocket-key": base64.b64encode(os.urandom(16)).decode("ascii"),
+        "sec-websocket-version": "13",
+    }
+    for name, value in handshake.items():
+        request.headers.setdefault(name, value)
     protocols = list(subprotocols or [])
     if protocols:
         request.headers["sec-websocket-protocol"] = ", ".join(protocols)
