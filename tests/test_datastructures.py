@@ -438,3 +438,61 @@ def test_state_wraps_dict() -> None:
     assert "State(" in repr(state)
     assert hasattr(state, "pool")
     assert not hasattr(state, "nothing")
+
+
+# -- building multi-dicts from what users have at hand ------------------------------------
+
+
+@pytest.mark.parametrize("cls", [ImmutableMultiDict, FormData, QueryParams])
+def test_multi_dicts_from_a_mapping_an_instance_pairs_and_keywords(cls: Any) -> None:
+    from_mapping = cls({"a": "1", "b": "2"})
+    assert from_mapping.multi_items() == [("a", "1"), ("b", "2")]
+    from_pairs = cls([("a", "1"), ("a", "2")])
+    copy = cls(from_pairs)
+    assert copy.multi_items() == [("a", "1"), ("a", "2")]  # every value survives the copy
+    assert copy.getlist("a") == ["1", "2"]
+    assert copy == from_pairs
+    assert cls(c="3").multi_items() == [("c", "3")]
+    assert cls({"a": "1"}, b="2").multi_items() == [("a", "1"), ("b", "2")]
+
+
+def test_query_params_still_parse_strings_and_bytes() -> None:
+    assert QueryParams("a=1&a=2&b=").multi_items() == [("a", "1"), ("a", "2"), ("b", "")]
+    assert QueryParams(b"x=%C3%A9").multi_items() == [("x", "é")]
+    assert QueryParams(QueryParams("a=1&a=2")).getlist("a") == ["1", "2"]
+
+
+@pytest.mark.anyio
+async def test_upload_file_write_counts_the_size() -> None:
+    upload = UploadFile(io.BytesIO(), filename="a.txt", size=0)
+    await upload.write(b"hello ")
+    await upload.write(b"world")
+    assert upload.size == 11
+    await upload.seek(0)
+    assert await upload.read() == b"hello world"
+    unknown = UploadFile(io.BytesIO())  # a size nobody knows stays unknown
+    await unknown.write(b"x")
+    assert unknown.size is None
+
+
+def test_upload_file_repr_includes_its_headers() -> None:
+    headers = Headers({"content-type": "text/plain"})
+    upload = UploadFile(io.BytesIO(), filename="a.txt", size=3, headers=headers)
+    assert repr(upload) == (
+        "UploadFile(filename='a.txt', size=3, headers=Headers([('content-type', 'text/plain')]))"
+    )
+
+
+def test_exception_and_middleware_reprs() -> None:
+    from microasgi import WebSocketException
+    from microasgi.middleware import Middleware
+
+    assert (
+        repr(WebSocketException(1008, "policy")) == "WebSocketException(code=1008, reason='policy')"
+    )
+
+    class Timing:
+        pass
+
+    assert repr(Middleware(Timing, 1, "two", limit=3)) == "Middleware(Timing, 1, 'two', limit=3)"
+    assert repr(Middleware(Timing)) == "Middleware(Timing)"

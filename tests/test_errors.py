@@ -924,3 +924,155 @@ def test_exception_handler_does_not_take_http_exceptions(make_client: Any) -> No
     assert caught == []
     assert client.get("/boom").text == "sorry"
     assert len(caught) == 1 and isinstance(caught[0], KeyError)
+
+
+# -- handlers get the endpoint's own connection ---------------------------------------------
+
+
+def test_handler_gets_the_same_request_with_its_body(make_client: Any) -> None:
+    app = App()
+    endpoint_requests: list[Request] = []
+
+    @app.post("/items")
+    async def create(request: Request) -> None:
+        endpoint_requests.append(request)
+        await request.json()
+        raise Boom("invalid item")
+
+    @app.exception_handler(Boom)
+    async def invalid(request: Request, exc: Boom) -> dict[str, Any]:
+        # Reading the body again must not wait for a body the endpoint already read.
+        return {
+            "same": request is endpoint_requests[0],
+            "body": (await request.body()).decode(),
+            "json": await request.json(),
+        }
+
+    r = make_client(app).post("/items", json={"name": "x"}, timeout=5)
+    assert r.json() == {"same": True, "body": '{"name":"x"}', "json": {"name": "x"}}
+
+
+def test_sync_handler_gets_the_same_request(make_client: Any) -> None:
+    app = App()
+    seen: list[Any] = []
+
+    @app.get("/x")
+    def endpoint(request: Request) -> None:
+        seen.append(request)
+        raise Boom()
+
+    @app.exception_handler(Boom)
+    def handler(request: Request, exc: Boom) -> str:
+        return "same" if request is seen[0] else "different"
+
+    assert make_client(app).get("/x").text == "same"
+
+
+def test_websocket_handler_gets_the_same_websocket(make_client: Any) -> None:
+    app = App()
+    seen: list[WebSocket] = []
+
+    @app.websocket("/ws")
+    async def ws_endpoint(ws: WebSocket) -> None:
+        seen.append(ws)
+        await ws.accept()
+        raise Boom("mid-session")
+
+    @app.exception_handler(Boom)
+    async def handler(ws: WebSocket, exc: Boom) -> None:
+        await ws.send_text("same" if ws is seen[0] else "different")
+        await ws.close(4000)
+
+    with make_client(app).websocket_connect("/ws") as session:
+        assert session.receive_text() == "same"
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert info.value.code == 4000
+
+
+# -- the WebSocket branch of the guard around foreign code ---------------------------------
+
+
+class ExplodeOnWebSocket:
+    """A middleware that raises on WebSocket scopes, before or after the accept."""
+
+    def __init__(self, app: ASGIApp, after_accept: bool = False) -> None:
+        self.app = app
+        self.after_accept = after_accept
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        if not self.after_accept:
+            raise Boom("middleware failed before accept")
+
+        async def send_then_fail(message: Any) -> None:
+            await send(message)
+            if message["type"] == "websocket.accept":
+                raise Boom("middleware failed after accept")
+
+        await self.app(scope, receive, send_then_fail)
+
+
+def ws_app(**middleware_options: Any) -> App:
+    app = App(middleware=[Middleware(ExplodeOnWebSocket, **middleware_options)])
+
+    @app.websocket("/ws")
+    async def ws_endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.receive_text()
+
+    return app
+
+
+def test_middleware_error_before_accept_denies_the_handshake_with_500(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from microasgi.testclient import WebSocketDenied
+
+    with pytest.raises(WebSocketDenied) as info:
+        make_client(ws_app()).websocket_connect("/ws")
+    assert info.value.status_code == 500
+    assert any("before accept" in str(r.exc_info[1]) for r in microasgi_errors(caplog))
+
+
+def test_middleware_error_after_accept_closes_with_1011(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = ws_app(after_accept=True)
+    with make_client(app, raise_server_exceptions=False).websocket_connect("/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert info.value.code == 1011
+    assert any("after accept" in str(r.exc_info[1]) for r in microasgi_errors(caplog))
+
+
+def test_mounted_raw_asgi_app_failing_on_a_websocket_closes_with_1011(make_client: Any) -> None:
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        raise Boom("raw app failed")
+
+    app = App()
+    app.mount("/raw", raw)
+    with make_client(app, raise_server_exceptions=False).websocket_connect("/raw/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert info.value.code == 1011
+
+
+def test_mounted_raw_asgi_app_websocket_exception_closes_with_its_code(make_client: Any) -> None:
+    from microasgi import WebSocketException
+
+    async def raw(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        raise WebSocketException(4001, "policy")
+
+    app = App()
+    app.mount("/raw", raw)
+    with make_client(app).websocket_connect("/raw/ws") as session:
+        with pytest.raises(WebSocketDisconnect) as info:
+            session.receive_text()
+        assert (info.value.code, info.value.reason) == (4001, "policy")

@@ -612,3 +612,38 @@ def test_uploaded_files_are_closed_after_the_response(make_client: MakeClient) -
     r = make_client(app).post("/upload", files={"f": ("a.txt", b"data", "text/plain")})
     assert r.json() == {"open": True}
     assert kept[0].file.closed
+
+
+def test_uploaded_files_are_closed_when_the_endpoint_raises(make_client: MakeClient) -> None:
+    app = App()
+    kept: list[Any] = []
+
+    @app.post("/upload")
+    async def upload(request: Request) -> None:
+        form = await request.form()
+        kept.append(form["f"].file)
+        raise RuntimeError("after parsing")
+
+    body = multipart_body([("f", b"data", "f.txt", "text/plain")])
+    client = make_client(app, raise_server_exceptions=False)
+    r = client.post("/upload", content=body, headers={"content-type": MULTIPART})
+    assert r.status_code == 500
+    assert kept and kept[0].closed
+
+
+def test_exception_handler_can_read_the_form_the_endpoint_parsed(make_client: MakeClient) -> None:
+    app = App()
+
+    @app.post("/upload")
+    async def upload(request: Request) -> None:
+        await request.form()
+        raise ValueError("rejected")
+
+    @app.exception_handler(ValueError)
+    async def rejected(request: Request, exc: ValueError) -> dict[str, Any]:
+        form = await request.form()  # the same parsed form: the body is long gone
+        return {"fields": sorted(form.keys()), "error": str(exc)}
+
+    body = multipart_body([("a", b"1", None, None), ("f", b"x", "f.txt", "text/plain")])
+    r = make_client(app).post("/upload", content=body, headers={"content-type": MULTIPART})
+    assert r.json() == {"fields": ["a", "f"], "error": "rejected"}

@@ -197,6 +197,9 @@ def cookies_app() -> App:
         (b"eq=a=b=c", {"eq": "a=b=c"}),
         (b"  spaced  =  value  ", {"spaced": "value"}),
         (b"empty=", {"empty": ""}),
+        (b'q="\\\\x"', {"q": "\\x"}),  # an escaped backslash
+        (b'q="a\\zb"', {"q": "azb"}),  # any escaped character is itself
+        (b'q="\\477"', {"q": "477"}),  # not an octal escape (first digit above 3)
     ],
 )
 async def test_cookie_parsing(header: bytes, expected: dict[str, str]) -> None:
@@ -206,6 +209,15 @@ async def test_cookie_parsing(header: bytes, expected: dict[str, str]) -> None:
     cookies = json.loads(ex.body)
     for key, value in expected.items():
         assert cookies[key] == value
+
+
+def test_pairs_with_empty_name_and_value_are_skipped() -> None:
+    from microasgi.requests import parse_cookies
+
+    # "=" alone is no cookie: it must not overwrite the bare value "b" kept under "".
+    assert parse_cookies("  =  b  ;  ;  =  ;   c  =  ;  ") == {"": "b", "c": ""}
+    assert parse_cookies("bare") == {"": "bare"}
+    assert parse_cookies("") == {}
 
 
 @pytest.mark.anyio

@@ -6,9 +6,10 @@ import json
 from contextlib import asynccontextmanager
 from typing import Any
 
+import anyio
 import pytest
 
-from microasgi import App, HTTPException, Request, Router, WebSocket
+from microasgi import App, BackgroundTasks, HTTPException, Request, Router, WebSocket
 from microasgi._paths import NoMatchFound
 from microasgi.middleware import Middleware
 from microasgi.responses import PlainTextResponse
@@ -1265,3 +1266,199 @@ def test_named_raw_mount_path_and_root_path_are_percent_encoded(make_client: Any
     assert app.url_path_for("legacy", path="a b/c") == "/legacy/a%20b/c"
     client = make_client(app, root_path="/my app")
     assert client.get("/my app/where").text == "http://testserver/my%20app/legacy/a%20b/c"
+
+
+def test_named_mount_of_a_plain_app_needs_the_path_parameter() -> None:
+    app = url_app()
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("static")
+    with pytest.raises(NoMatchFound):
+        app.url_path_for("static", path="a", other="b")
+    assert app.url_path_for("static", path="") == "/static/"
+
+
+def test_named_mount_of_a_router_is_addressable_with_a_path() -> None:
+    app = url_app()
+    assert app.url_path_for("api", path="/anything") == "/api/anything"
+
+
+# -- route names and reprs -------------------------------------------------------------
+
+
+def test_callable_object_endpoint_is_named_after_its_class(make_client: Any) -> None:
+    class Greeter:
+        async def __call__(self, request: Request) -> str:
+            return "hi"
+
+    app = App()
+    route = app.router.add_route("/greet", Greeter())
+    assert route.name == "Greeter"
+    assert app.url_path_for("Greeter") == "/greet"
+    assert make_client(app).get("/greet").text == "hi"
+
+
+def test_reprs_say_what_routes_are() -> None:
+    from microasgi.routing import Mount, Route, WebSocketRoute
+
+    async def users(request: Request) -> str:
+        return ""
+
+    async def chat(ws: WebSocket) -> None: ...
+
+    route = Route("/users/{uid:int}", users, methods=["GET", "POST"])
+    assert repr(route) == (
+        "Route('/users/{uid:int}', test_reprs_say_what_routes_are.<locals>.users, "
+        "methods=['GET', 'HEAD', 'POST'], name='users')"
+    )
+    assert repr(WebSocketRoute("/ws", chat, name="room")) == (
+        "WebSocketRoute('/ws', test_reprs_say_what_routes_are.<locals>.chat, name='room')"
+    )
+    router = Router()
+    assert repr(Mount("/api/", router, name="api")) == f"Mount('/api', {router!r}, name='api')"
+    assert repr(Mount("/", router)) == f"Mount('/', {router!r})"
+
+
+# -- the path below root_path -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "root", "expected"),
+    [
+        ("/app/users", "/app", "/users"),
+        ("/app", "/app", "/"),  # the root itself
+        ("/app/", "/app", "/"),
+        ("/application/users", "/app", "/application/users"),  # not at a segment boundary
+        ("/other/users", "/app", "/other/users"),  # the server did not prefix it
+    ],
+)
+def test_route_path_cuts_root_path_only_at_a_segment_boundary(
+    path: str, root: str, expected: str
+) -> None:
+    from microasgi.routing import _route_path
+
+    assert _route_path(path, root) == expected
+
+
+def test_path_not_under_root_path_is_routed_as_is(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/application/users")
+    async def users() -> str:
+        return "found by the whole path"
+
+    exchange = anyio.run(
+        lambda: run_app(app, http_scope("GET", "/application/users", root_path="/app"))
+    )
+    assert exchange.body == b"found by the whole path"
+
+
+def test_path_tail_with_a_wrong_method_is_405(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/files/{rest:path}")
+    async def files(rest: str) -> str:
+        return rest
+
+    client = make_client(app)
+    assert client.get("/files/a/b/c").text == "a/b/c"
+    r = client.post("/files/a/b/c")
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, HEAD"
+
+
+def test_path_tail_wrong_method_falls_through_to_a_later_route(make_client: Any) -> None:
+    app = App()
+
+    @app.get("/files/{rest:path}")
+    async def read(rest: str) -> str:
+        return "read " + rest
+
+    @app.post("/files/{rest:path}")
+    async def write(rest: str) -> str:
+        return "wrote " + rest
+
+    client = make_client(app)
+    assert client.post("/files/x/y").text == "wrote x/y"
+    assert client.get("/files/x/y").text == "read x/y"
+
+
+# -- the endpoint pipeline: the short path and the general one give the same answer ----------
+
+
+def endpoints_returning(value: Any) -> dict[str, Any]:
+    """Endpoints returning `value`, one per way the route may call them."""
+
+    async def connection_first(request: Request, item: int) -> Any:
+        return value
+
+    async def params_only(item: int) -> Any:
+        return value
+
+    async def keywords(item: int, request: Request) -> Any:  # connection not first
+        return value
+
+    async def with_tasks(item: int, tasks: BackgroundTasks) -> Any:
+        return value
+
+    def sync(request: Request, item: int) -> Any:
+        return value
+
+    return {
+        "connection_first": connection_first,
+        "params_only": params_only,
+        "keywords": keywords,
+        "with_tasks": with_tasks,
+        "sync": sync,
+    }
+
+
+RETURN_VALUES = [
+    {"id": 1, "name": "é"},
+    [1, "two", None],
+    "plain text ✓",
+    b"\x00bytes",
+    None,
+    PlainTextResponse("a response", status_code=201, headers={"x-custom": "1"}),
+]
+
+
+@pytest.mark.parametrize("value", RETURN_VALUES, ids=lambda v: type(v).__name__)
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_every_call_path_gives_the_same_response(value: Any, method: str) -> None:
+    from microasgi._endpoints import CallShape
+
+    endpoints = endpoints_returning(value)
+    app = App()
+    for name, endpoint in endpoints.items():
+        app.get(f"/{name}/{{item:int}}")(endpoint)
+    routes = {route.path.split("/")[1]: route for route in app.routes}
+    # Each endpoint takes the path it is meant to (the short path: async and a short shape).
+    shapes = {name: route._call.shape for name, route in routes.items()}  # type: ignore[attr-defined]
+    assert shapes == {
+        "connection_first": CallShape.CONNECTION_FIRST,
+        "params_only": CallShape.PARAMS,
+        "keywords": CallShape.KEYWORDS,
+        "with_tasks": CallShape.KEYWORDS,
+        "sync": CallShape.CONNECTION_FIRST,  # the shape, but not async: the general path
+    }
+    answers = {}
+    for name in endpoints:
+        exchange = anyio.run(lambda n=name: run_app(app, http_scope(method, f"/{n}/5")))
+        answers[name] = (exchange.status, exchange.headers, exchange.body)
+    reference = answers["keywords"]
+    assert all(answer == reference for answer in answers.values()), answers
+
+
+def test_short_path_is_not_taken_with_a_mounts_parameters(make_client: Any) -> None:
+    router = Router()
+
+    @router.get("/items/{item:int}")
+    async def item(request: Request, item: int) -> dict[str, Any]:
+        return {"item": item, "all": request.path_params}
+
+    app = App()
+    app.mount("/org/{org}", router)
+    assert make_client(app).get("/org/acme/items/3").json() == {
+        "item": 3,
+        "all": {"org": "acme", "item": 3},
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import threading
 import time
@@ -707,3 +708,93 @@ def test_a_client_dropped_without_close_stops_its_thread(anyio_backend: str) -> 
     while threading.active_count() > before and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() == before
+
+
+# -- after the with block; handlers that never return; the handshake scope --------------------
+
+
+def test_client_is_usable_after_its_with_block(anyio_backend: str) -> None:
+    events: list[str] = []
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        events.append("startup")
+        yield
+        events.append("shutdown")
+
+    app = App(lifespan=lifespan)
+
+    @app.get("/")
+    async def index() -> str:
+        return "ok"
+
+    client = TestClient(app, backend=anyio_backend)
+    with client:
+        assert client.get("/").text == "ok"
+    assert events == ["startup", "shutdown"]
+    assert client.get("/").text == "ok"  # as with Starlette's: no lifespan this time
+    assert events == ["startup", "shutdown"]
+    client.close()
+    with pytest.raises(RuntimeError):
+        client.get("/")
+
+
+def test_leaving_a_session_cancels_a_handler_that_never_returns(anyio_backend: str) -> None:
+    app = App()
+    state: dict[str, Any] = {}
+
+    @app.websocket("/stuck")
+    async def stuck(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("accepted")
+        try:
+            await anyio.sleep_forever()  # never reads the disconnect
+        finally:
+            state["cleaned_up"] = True
+
+    with TestClient(app, backend=anyio_backend) as client:
+        started = time.monotonic()
+        with client.websocket_connect("/stuck") as session:
+            assert session.receive_text() == "accepted"
+        assert time.monotonic() - started < 2
+        assert state == {"cleaned_up": True}
+
+
+def test_a_handler_that_reads_the_disconnect_may_finish_its_cleanup(anyio_backend: str) -> None:
+    app = App()
+    log: list[str] = []
+
+    @app.websocket("/polite")
+    async def polite(ws: WebSocket) -> None:
+        await ws.accept()
+        async for _ in ws.iter_text():
+            pass
+        await anyio.sleep(0.3)  # e.g. telling the others in the room, over the network
+        log.append("said goodbye")
+
+    with TestClient(app, backend=anyio_backend) as client:
+        with client.websocket_connect("/polite"):
+            pass
+        assert log == ["said goodbye"]
+
+
+def test_websocket_handshake_scope_has_the_headers_real_servers_send(
+    anyio_backend: str,
+) -> None:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws_endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_json({k: ws.headers.get(k) for k in HANDSHAKE})
+
+    HANDSHAKE = ("connection", "upgrade", "sec-websocket-key", "sec-websocket-version")
+    with TestClient(app, backend=anyio_backend) as client:
+        with client.websocket_connect("/ws") as session:
+            got = session.receive_json()
+        with client.websocket_connect("/ws", headers={"sec-websocket-key": "given"}) as session:
+            assert session.receive_json()["sec-websocket-key"] == "given"
+    assert got["connection"] == "upgrade"
+    assert got["upgrade"] == "websocket"
+    assert got["sec-websocket-version"] == "13"
+    assert len(base64.b64decode(got["sec-websocket-key"])) == 16

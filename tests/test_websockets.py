@@ -672,3 +672,42 @@ def test_iteration_ends_quietly_when_a_message_is_too_big(make_client: Any) -> N
             session.receive_text()
         assert info.value.code == 1009
     assert ended == ["loop ended"]
+
+
+class AppendAcceptHeader:
+    """A Starlette-style pure ASGI middleware that appends to the accept message's headers."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def add_header(message: Any) -> None:
+            if message["type"] == "websocket.accept":
+                message["headers"].append((b"x-added", b"by-middleware"))
+            await send(message)
+
+        await self.app(scope, receive, add_header)
+
+
+def test_accept_always_sends_a_headers_list_a_middleware_can_append_to(make_client: Any) -> None:
+    from microasgi.middleware import Middleware
+
+    app = App(middleware=[Middleware(AppendAcceptHeader)])
+
+    @app.websocket("/plain")
+    async def plain(ws: WebSocket) -> None:
+        await ws.accept()
+        await ws.send_text("ok")
+
+    @app.websocket("/with-headers")
+    async def with_headers(ws: WebSocket) -> None:
+        await ws.accept(headers={"X-Own": "1"})
+        await ws.send_text("ok")
+
+    client = make_client(app)
+    with client.websocket_connect("/plain") as session:
+        assert session.receive_text() == "ok"
+        assert session.extra_headers == [(b"x-added", b"by-middleware")]
+    with client.websocket_connect("/with-headers") as session:
+        assert session.receive_text() == "ok"
+        assert session.extra_headers == [(b"x-own", b"1"), (b"x-added", b"by-middleware")]

@@ -231,14 +231,10 @@ def websocket_request(
 ) -> tuple[httpx.Request, list[str]]:
     request = client.build_request("GET", url, headers=headers)
     # What every real client sends with the handshake (RFC 6455, section 4.1).
-    handshake = {
-        "connection": "upgrade",
-        "upgrade": "websocket",
-        "sec-websocket-key": base64.b64encode(os.urandom(16)).decode("ascii"),
-        "sec-websocket-version": "13",
-    }
-    for name, value in handshake.items():
-        request.headers.setdefault(name, value)
+    request.headers["connection"] = "upgrade"
+    request.headers["upgrade"] = "websocket"
+    request.headers.setdefault("sec-websocket-key", base64.b64encode(os.urandom(16)).decode())
+    request.headers.setdefault("sec-websocket-version", "13")
     protocols = list(subprotocols or [])
     if protocols:
         request.headers["sec-websocket-protocol"] = ", ".join(protocols)
