@@ -167,9 +167,9 @@ class AsyncWebSocketSession:
             if self._cancel_scope is not None:
                 self._cancel_scope.cancel()
             await self.done.wait()
-        if self.error is not None and self.core.raise_server_exceptions:
-            if not isinstance(self.error, WebSocketDisconnect):
-                raise self.error
+        error = self.error
+        if self.core.raise_server_exceptions and not isinstance(error, WebSocketDisconnect | None):
+            raise error
 
 
 class WebSocketSession:
