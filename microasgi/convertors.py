@@ -9,7 +9,6 @@ from decimal import Decimal
 from typing import Any, ClassVar
 
 __all__ = [
-    "CONVERTORS",
     "Convertor",
     "FloatConvertor",
     "IntConvertor",

@@ -18,7 +18,6 @@ __all__ = [
     "QueryParams",
     "State",
     "UploadFile",
-    "quote_path",
 ]
 
 # A host is a registered name, an IPv4 address or a bracketed IPv6 literal, with an optional port.

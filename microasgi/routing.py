@@ -26,7 +26,7 @@ from microasgi.responses._base import (
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketState
 
-__all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Routed", "Router", "WebSocketRoute"]
+__all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Router", "WebSocketRoute"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNSET: Any = object()
