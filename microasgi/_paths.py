@@ -169,15 +169,16 @@ class SegmentTrie(Generic[R]):
 
     def __init__(self) -> None:
         self.root: _Node[R] = _Node()
-        # Fully static paths, answered by one dict lookup: path -> method -> first route.
-        self._static: dict[str, dict[str, R]] = {}
+        # Fully static paths, answered by one dict lookup: path -> method -> the
+        # answer for the first route (built once, returned as is).
+        self._static: dict[str, dict[str, Match[R]]] = {}
 
     def insert(self, template: PathTemplate, value: R, *, prefix: bool = False) -> None:
         """Add a route (or, with `prefix`, a mount) at `template`."""
         if template.is_static and not prefix:
             by_method = self._static.setdefault(template.path, {})
             for method in value.methods:
-                by_method.setdefault(method, value)
+                by_method.setdefault(method, (value, _NO_VALUES, ""))
         node = self.root
         segments = template.segments
         last = len(segments) - 1
@@ -216,8 +217,8 @@ class SegmentTrie(Generic[R]):
         """The first route whose template matches `path` and whose methods include
         `method` (a mount takes any method); see `Match`."""
         static = self._static.get(path)
-        if static is not None and (route := static.get(method)) is not None:
-            return route, _NO_VALUES, ""
+        if static is not None and (hit := static.get(method)) is not None:
+            return hit
         if path[:1] != "/":
             return None, frozenset(), ""
         segments = path[1:].split("/")

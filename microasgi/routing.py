@@ -145,49 +145,50 @@ class Route(_EndpointRoute):
         super().__init__(path, endpoint, name, middleware, Request, max_body_size=max_body_size)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Nothing has been sent until the end of the try block, so errors are
-        # answered here (inside any middleware, which sees the answer go by).
-        request = Request(scope, receive, send)
         call = self._call
         params = scope["path_params"]
+        request: Request | None = None  # built only for an endpoint that takes it
         body = None
         try:
-            if call.shape and call.is_async and len(params) == call.param_count:
-                # PERF: the usual endpoints (async, taking the path parameters and
-                # maybe the request first) are called here, and a dict, list or str
-                # they return is sent without building a Response object. This saves
-                # two coroutine frames and an object per request (see
-                # docs/architecture.md); test_routing's "pipeline" tests run each path.
-                if call.shape is CONNECTION_FIRST:
-                    result = await call.func(request, **params)
+            try:
+                if call.shape and call.is_async and len(params) == call.param_count:
+                    # PERF: the usual endpoints (async, taking the path parameters and
+                    # maybe the request first) are called here, and a dict, list or str
+                    # they return is sent without building a Response object: two
+                    # coroutine frames and two objects fewer per request (see
+                    # docs/architecture.md). test_every_call_path_gives_the_same_response
+                    # runs each path.
+                    if call.shape is CONNECTION_FIRST:
+                        request = Request(scope, receive, send)
+                        result = await call.func(request, **params)
+                    else:
+                        result = await call.func(**params)
+                    kind = type(result)
+                    if kind is dict or kind is list:
+                        body, content_type = encode_json(result), JSON_CONTENT_TYPE
+                    elif kind is str:
+                        body, content_type = result.encode("utf-8"), TEXT_CONTENT_TYPE
+                    else:
+                        response = to_response(result, self.endpoint)
                 else:
-                    result = await call.func(**params)
-                kind = type(result)
-                if kind is dict or kind is list:
-                    body, content_type = encode_json(result), JSON_CONTENT_TYPE
-                elif kind is str:
-                    body, content_type = result.encode("utf-8"), TEXT_CONTENT_TYPE
-                else:
+                    request = Request(scope, receive, send)
+                    result, background = await call(request, params)
                     response = to_response(result, self.endpoint)
-            else:
-                result, background = await call(request, params)
-                response = to_response(result, self.endpoint)
-                if background is not None and background.tasks:
-                    if response.background is not None:
-                        background.tasks.insert(0, response.background)
-                    response.background = background
-        except Exception as exc:
-            await errors_for(scope).http_error(exc, scope, receive, send, connection=request)
-            if request._form is not None:
-                await request.close()
-            return
-        try:
+                    if background is not None and background.tasks:
+                        if response.background is not None:
+                            background.tasks.insert(0, response.background)
+                        response.background = background
+            except Exception as exc:
+                # Nothing has been sent yet: answer here, inside any middleware
+                # (which sees the answer go by), with the endpoint's own request.
+                await errors_for(scope).http_error(exc, scope, receive, send, connection=request)
+                return
             if body is not None:
                 await send_body(scope, send, body, content_type)
             else:
                 await response(scope, receive, send)
         finally:
-            if request._form is not None:
+            if request is not None and request._form is not None:
                 await request.close()  # uploaded files go away with the request
 
     def __repr__(self) -> str:
@@ -360,6 +361,7 @@ class Router:
         self.lifespan_state: dict[str, Any] | None = None
         self.background_tasks: list[Callable[..., Any]] = []
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
+        self._lookup = self._trie.lookup  # bound once, for the dispatch hot path
         self.middleware = list(middleware or [])
         self._app: ASGIApp = _guarded(self.dispatch, self.middleware)
         # What a Router served on its own (not by an App) puts in the scope.
@@ -484,7 +486,7 @@ class Router:
         if root:
             path = _route_path(path, root)
         method = scope.get("method", _WEBSOCKET)
-        found = self._trie.lookup(path, method)
+        found = self._lookup(path, method)
         if found[0] is None:
             await self._no_match(scope, receive, send, path, method, found[1])
             return
