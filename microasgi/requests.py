@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from microasgi._context import DEFAULT_MAX_BODY_SIZE, ROOT_PATH_KEY, context_of
 from microasgi._forms import parse_form
+from microasgi._json import InvalidJSON, decode_json
 from microasgi.datastructures import URL, FormData, Headers, QueryParams, State, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.types import Message, Receive, Scope, Send
 
 __all__ = ["ClientDisconnect", "HTTPConnection", "Request"]
+
+# JSON bodies larger than this are decoded in a worker thread, so that other
+# requests on the event loop are not held up for the time it takes.
+_JSON_IN_THREAD = 256 * 1024
 
 
 class ClientDisconnect(Exception):
@@ -216,13 +221,19 @@ class Request(HTTPConnection):
         return self._body
 
     async def json(self) -> Any:
-        """The body parsed as JSON; a body that is not JSON answers 400."""
+        """The body parsed as JSON (RFC 8259, UTF-8); anything else answers 400.
+
+        `NaN`, `Infinity`, out-of-range numbers and lone surrogates are refused
+        too. A large body is parsed in a worker thread.
+        """
         if not self._has_json:
             body = await self.body()
             try:
-                self._json = json.loads(body)
-            except (ValueError, RecursionError) as exc:
-                # UnicodeDecodeError and JSONDecodeError are both ValueErrors.
+                if len(body) > _JSON_IN_THREAD:
+                    self._json = await anyio.to_thread.run_sync(decode_json, body)
+                else:
+                    self._json = decode_json(body)
+            except InvalidJSON as exc:
                 raise HTTPException(400, f"Invalid JSON body: {exc}") from None
             self._has_json = True
         return self._json

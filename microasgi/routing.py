@@ -9,6 +9,7 @@ from microasgi._concurrency import describe
 from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
 from microasgi._endpoints import CONNECTION_FIRST, Endpoint
 from microasgi._errors import DEFAULT_ERRORS, ErrorGuard, errors_for
+from microasgi._json import encode_json
 from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
 from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie
 from microasgi._stack import Middleware, wrap
@@ -16,13 +17,7 @@ from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.requests import Request
 from microasgi.responses import RedirectResponse
-from microasgi.responses._base import (
-    JSON_CONTENT_TYPE,
-    TEXT_CONTENT_TYPE,
-    encode_json,
-    send_body,
-    to_response,
-)
+from microasgi.responses._base import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, send_body, to_response
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketState
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from microasgi._context import DEFAULT_MAX_MESSAGE_SIZE, context_of
+from microasgi._json import decode_json, encode_json
 from microasgi.requests import HTTPConnection
 from microasgi.responses import PlainTextResponse, Response
 from microasgi.types import Message, Receive, Scope, Send, WebSocketState
@@ -159,13 +159,14 @@ class WebSocket(HTTPConnection):
     async def receive_json(self, mode: str = "text") -> Any:
         """The next message parsed as JSON.
 
-        A message that is not JSON raises ValueError (json.JSONDecodeError) and
-        the connection stays open: catch it to answer the client.
+        A message that is not JSON (RFC 8259: no NaN, no lone surrogates, not
+        nested too deeply...) raises ValueError, the same error whatever the
+        cause, and the connection stays open: catch it to answer the client.
         """
         if mode not in ("text", "binary"):
             raise ValueError('mode must be "text" or "binary"')
         data: str | bytes = await (self.receive_text() if mode == "text" else self.receive_bytes())
-        return json.loads(data)
+        return decode_json(data)
 
     async def iter_text(self) -> AsyncIterator[str]:
         """Text messages until the client disconnects; a binary one raises TypeError."""
@@ -208,11 +209,11 @@ class WebSocket(HTTPConnection):
             await self.send({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        """Send `data` as compact JSON (NaN and infinities are refused: ValueError)."""
         if mode == "text":
-            await self.send_text(text)
+            await self.send_text(encode_json(data).decode("utf-8"))
         elif mode == "binary":
-            await self.send_bytes(text.encode("utf-8"))
+            await self.send_bytes(encode_json(data))
         else:
             raise ValueError('mode must be "text" or "binary"')
 

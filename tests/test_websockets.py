@@ -363,7 +363,7 @@ def test_receive_json_invalid_raises_value_error(make_client: Any) -> None:
 
     with make_client(app).websocket_connect("/ws") as session:
         session.send_text("{not json")
-        assert session.receive_json(timeout=5) == {"error": "JSONDecodeError"}
+        assert session.receive_json(timeout=5) == {"error": "InvalidJSON"}
         session.send_text(json.dumps({"fine": True}))
         assert session.receive_json(timeout=5) == {"ok": {"fine": True}}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
@@ -11,6 +10,7 @@ from typing import Any, Literal
 from urllib.parse import quote
 
 from microasgi._concurrency import describe
+from microasgi._json import encode_json
 from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
 from microasgi.types import Receive, Scope, Send
@@ -21,33 +21,9 @@ __all__ = [
     "PlainTextResponse",
     "RedirectResponse",
     "Response",
-    "encode_json",
     "send_body",
     "to_response",
 ]
-
-_json_encoder = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-try:
-    from json.encoder import c_encode_basestring, c_make_encoder  # type: ignore[attr-defined]
-
-    # The C encoder built once: JSONEncoder.encode builds a new one on every call,
-    # which costs more than the encoding of a small object. Without the circular
-    # check a self-containing object ends in RecursionError instead of ValueError.
-    _c_encoder = c_make_encoder(
-        None, _json_encoder.default, c_encode_basestring, None, ":", ",", False, False, False
-    )
-
-    def encode_json(content: Any) -> bytes:
-        """Compact UTF-8 JSON; NaN and infinities are refused (ValueError)."""
-        if isinstance(content, str):
-            return _json_encoder.encode(content).encode("utf-8")
-        return "".join(_c_encoder(content, 0)).encode("utf-8")
-
-except ImportError:  # pragma: no cover - Python built without the C accelerator
-
-    def encode_json(content: Any) -> bytes:
-        """Compact UTF-8 JSON; NaN and infinities are refused (ValueError)."""
-        return _json_encoder.encode(content).encode("utf-8")
 
 
 def _has_no_body(status_code: int) -> bool:
