@@ -17,6 +17,7 @@ from microasgi.types import Receive, Scope, Send, WebSocketState
 __all__ = [
     "CONTEXT_KEY",
     "DEFAULT_MAX_BODY_SIZE",
+    "DEFAULT_MAX_COOKIE_SIZE",
     "DEFAULT_MAX_MESSAGE_SIZE",
     "ROOT_PATH_KEY",
     "AppContext",
@@ -32,6 +33,7 @@ ROOT_PATH_KEY = "microasgi.root_path"
 
 DEFAULT_MAX_BODY_SIZE = 10 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+DEFAULT_MAX_COOKIE_SIZE = 32 * 1024
 
 
 class ErrorResponder(Protocol):
@@ -81,6 +83,7 @@ class AppContext:
     router: PathResolver | None = None
     max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
+    max_cookie_size: int | None = DEFAULT_MAX_COOKIE_SIZE
 
     def replace(self, **changes: Any) -> AppContext:
         return dataclasses.replace(self, **changes)

@@ -4,8 +4,8 @@ Decoding refuses what JSON forbids and Python's `json` accepts: `NaN`,
 `Infinity`, `-Infinity`, numbers too large for a float (`1e999`), lone
 surrogates (`"\\ud800"`), text that is not UTF-8, and nesting too deep for
 the decoder. Every refusal is an `InvalidJSON` (a `json.JSONDecodeError`, so
-a `ValueError`), whatever the cause, so callers have one error to handle. Encoding refuses NaN and the
-infinities too, and writes compact UTF-8.
+a `ValueError`), whatever the cause, so callers have one error to handle.
+Encoding refuses NaN and the infinities too, and writes compact UTF-8.
 """
 
 from __future__ import annotations

@@ -30,34 +30,75 @@ class NoMatchFound(LookupError):
 
 
 class _Pattern:
-    """A segment mixing text and parameters, e.g. `{name}.{ext}`."""
+    """A segment mixing text and parameters, e.g. `{name}.{ext}` or `v{major:int}`.
 
-    __slots__ = ("convertors", "key", "regex")
+    Matched without a regular expression, in time linear in the segment: after
+    the leading and trailing text, each separator between two parameters is
+    looked for from the right, so an earlier parameter takes as much as it can
+    (`archive.tar.gz` gives `archive.tar` and `gz`). If the values so cut do not
+    all convert, the separators are looked for from the left instead (`12-my-post`
+    against `{id:int}-{slug}` gives 12 and `my-post`). Nothing else is tried: a
+    backtracking regex here was quadratic or worse in the segment's length.
+    """
+
+    __slots__ = ("convertors", "key", "literals")
 
     def __init__(self, segment: str) -> None:
-        parts: list[str] = []
         self.convertors: list[Convertor] = []
+        self.literals: list[str] = []  # the text around the parameters: one more than they
         end = 0
         for m in _PARAM.finditer(segment):
-            convertor = CONVERTORS[m.group(2) or "str"]
-            parts.append(re.escape(segment[end : m.start()]))
-            parts.append(f"({convertor.regex})")
-            self.convertors.append(convertor)
+            text = segment[end : m.start()]
+            if self.convertors and not text:
+                raise ValueError(f"parameters in segment {segment!r} must be separated by text")
+            self.literals.append(text)
+            self.convertors.append(CONVERTORS[m.group(2) or "str"])
             end = m.end()
-        parts.append(re.escape(segment[end:]))
-        self.regex = re.compile("".join(parts))
+        self.literals.append(segment[end:])
         # Two segments that differ only in their parameters' names match alike.
-        self.key = (self.regex.pattern, tuple(map(id, self.convertors)))
+        self.key = (tuple(self.literals), tuple(map(id, self.convertors)))
 
     def match(self, segment: str) -> list[Any] | None:
         """The converted values in order, or None."""
-        m = self.regex.fullmatch(segment)
-        if m is None:
+        first, last = self.literals[0], self.literals[-1]
+        if len(segment) < len(first) + len(last) or not (
+            segment.startswith(first) and segment.endswith(last)
+        ):
+            return None
+        middle = segment[len(first) : len(segment) - len(last)]
+        texts = self._split(middle, from_right=True)
+        values = self._convert(texts)
+        if values is None and len(self.convertors) > 1:
+            values = self._convert(self._split(middle, from_right=False))
+        return values
+
+    def _split(self, middle: str, *, from_right: bool) -> list[str] | None:
+        separators = self.literals[1:-1]
+        texts: list[str] = []
+        if from_right:
+            for separator in reversed(separators):
+                cut = middle.rfind(separator)
+                if cut < 0:
+                    return None
+                texts.append(middle[cut + len(separator) :])
+                middle = middle[:cut]
+            texts.append(middle)
+            texts.reverse()
+        else:
+            for separator in separators:
+                cut = middle.find(separator)
+                if cut < 0:
+                    return None
+                texts.append(middle[:cut])
+                middle = middle[cut + len(separator) :]
+            texts.append(middle)
+        return texts
+
+    def _convert(self, texts: list[str] | None) -> list[Any] | None:
+        if texts is None or not all(texts):
             return None
         try:
-            return [
-                conv.convert(text) for conv, text in zip(self.convertors, m.groups(), strict=True)
-            ]
+            return [conv.convert(text) for conv, text in zip(self.convertors, texts, strict=True)]
         except ValueError:
             return None
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 from microasgi._context import (
     CONTEXT_KEY,
     DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_COOKIE_SIZE,
     DEFAULT_MAX_MESSAGE_SIZE,
     AppContext,
 )
@@ -15,12 +16,29 @@ from microasgi._errors import ErrorGuard, ErrorHandler, log_after_start
 from microasgi._lifespan import Lifespan, serve_lifespan
 from microasgi._stack import Middleware, wrap
 from microasgi.datastructures import State
-from microasgi.routing import BaseRoute, Mount, Routed, Router
+from microasgi.routing import DEFAULT_MAX_PATH_LENGTH, BaseRoute, Mount, Routed, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["App"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+
+class _Setting(Generic[T]):
+    """An App setting the layers below read from its context: setting it (also
+    after the app has started) rebuilds the context for the next request."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.attribute = "_" + name
+
+    def __get__(self, app: App, owner: type | None = None) -> T:
+        value: T = getattr(app, self.attribute)
+        return value
+
+    def __set__(self, app: App, value: T) -> None:
+        setattr(app, self.attribute, value)
+        app._context = None
 
 
 class App(Routed):
@@ -29,8 +47,11 @@ class App(Routed):
     `middleware` is a list of `Middleware(cls, **options)`, the first one
     outermost. `max_body_size` (bytes, None for no limit) bounds request
     bodies; larger ones are answered with 413. `max_message_size` bounds
-    WebSocket messages; a larger one closes the connection with 1009. `debug=True` puts tracebacks
-    in 500 responses.
+    WebSocket messages; a larger one closes the connection with 1009. A
+    request path longer than `max_path_length` characters is answered 414, a
+    Cookie header longer than `max_cookie_size` bytes 431 (when read).
+    `debug=True` puts tracebacks in 500 responses. Setting `debug` or a limit
+    on a running app takes effect on the next request.
     """
 
     def __init__(
@@ -44,60 +65,43 @@ class App(Routed):
         routes: Sequence[BaseRoute] | None = None,
         exception_handlers: dict[int | type[BaseException], Callable[..., Any]] | None = None,
         redirect_slashes: bool = True,
+        max_path_length: int = DEFAULT_MAX_PATH_LENGTH,
+        max_cookie_size: int | None = DEFAULT_MAX_COOKIE_SIZE,
     ) -> None:
-        self._debug = debug
-        self._max_body_size = max_body_size
-        self._max_message_size = max_message_size
-        self.router = Router(routes, redirect_slashes=redirect_slashes, lifespan=lifespan)
+        self._context: AppContext | None = None
+        self.debug = debug
+        self.max_body_size = max_body_size
+        self.max_message_size = max_message_size
+        self.max_cookie_size = max_cookie_size
+        self.router = Router(
+            routes,
+            redirect_slashes=redirect_slashes,
+            lifespan=lifespan,
+            max_path_length=max_path_length,
+        )
         self.user_middleware: list[Middleware] = list(middleware or [])
         self.exception_handlers: dict[int | type[BaseException], Callable[..., Any]] = dict(
             exception_handlers or {}
         )
         self.state = State()
         self._stack: ASGIApp | None = None
-        # What the layers below see of this app; rebuilt when a setting changes.
-        self._context: AppContext | None = None
         # The context under a parent app: (the parent's context, ours under it).
         self._nested: tuple[AppContext, AppContext] | None = None
 
     # -- settings: each change reaches the next request --------------------------------
 
-    @property
-    def debug(self) -> bool:
-        """Tracebacks in 500 responses (never in production)."""
-        return self._debug
-
-    @debug.setter
-    def debug(self, value: bool) -> None:
-        self._debug = value
-        self._context = None
-
-    @property
-    def max_body_size(self) -> int | None:
-        """Request bodies larger than this (bytes) are answered 413; None: no limit."""
-        return self._max_body_size
-
-    @max_body_size.setter
-    def max_body_size(self, value: int | None) -> None:
-        self._max_body_size = value
-        self._context = None
-
-    @property
-    def max_message_size(self) -> int | None:
-        """WebSocket messages larger than this (bytes) close with 1009; None: no limit."""
-        return self._max_message_size
-
-    @max_message_size.setter
-    def max_message_size(self, value: int | None) -> None:
-        self._max_message_size = value
-        self._context = None
+    debug = _Setting[bool]()
+    max_body_size = _Setting[int | None]()
+    max_message_size = _Setting[int | None]()
+    max_cookie_size = _Setting[int | None]()
 
     def _build_context(self) -> AppContext:
         self._context = AppContext(
-            errors=ErrorHandler(self.exception_handlers, self._debug),
+            errors=ErrorHandler(self.exception_handlers, self.debug),
             router=self.router,
-            max_body_size=self._max_body_size,
-            max_message_size=self._max_message_size,
+            max_body_size=self.max_body_size,
+            max_message_size=self.max_message_size,
+            max_cookie_size=self.max_cookie_size,
         )
         self._nested = None
         return self._context

@@ -28,8 +28,6 @@ class Convertor:
     """
 
     matches_rest: ClassVar[bool] = False
-    #: What a parameter of this kind looks like inside a mixed segment such as `{name}.{ext}`.
-    regex: ClassVar[str] = "[^/]+"
 
     def convert(self, value: str) -> Any:
         return value
@@ -58,8 +56,6 @@ class PathConvertor(Convertor):
 class IntConvertor(Convertor):
     """ASCII digits only: no sign, no spaces, no underscores, no Unicode digits."""
 
-    regex = "[0-9]+"
-
     def convert(self, value: str) -> int:
         if value.isascii() and value.isdigit():
             return int(value)
@@ -74,8 +70,6 @@ class IntConvertor(Convertor):
 
 class FloatConvertor(Convertor):
     """Digits with an optional fraction: `3`, `3.25`; no exponents, signs, inf or nan."""
-
-    regex = r"[0-9]+(?:\.[0-9]+)?"
 
     def convert(self, value: str) -> float:
         whole, _, fraction = value.partition(".")
@@ -100,8 +94,6 @@ class FloatConvertor(Convertor):
 class UUIDConvertor(Convertor):
     """A UUID in its canonical 8-4-4-4-12 hex form (any case)."""
 
-    regex = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-
     def convert(self, value: str) -> uuid.UUID:
         # uuid.UUID() alone also takes braces, "urn:uuid:", "+", "_" and spaces.
         if not _UUID.fullmatch(value):
@@ -112,7 +104,7 @@ class UUIDConvertor(Convertor):
         return str(value)
 
 
-_UUID = re.compile(UUIDConvertor.regex)
+_UUID = re.compile("[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 CONVERTORS: dict[str, Convertor] = {
     "str": StringConvertor(),

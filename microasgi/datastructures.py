@@ -66,7 +66,7 @@ class URL:
                 netloc = host if port in (None, default) else f"{host}:{port}"
             else:
                 netloc = "localhost"
-        return cls(scheme, netloc, quote_path(path), query)
+        return cls(scheme, netloc, _safe_path(quote_path(path)), query)
 
     @property
     def hostname(self) -> str:
@@ -97,7 +97,8 @@ class URL:
         return self.replace(query=urlencode(items))
 
     def __str__(self) -> str:
-        text = f"{self.scheme}://{self.netloc}{self.path}" if self.scheme else self.path
+        path = _safe_path(self.path) if self.path else ""
+        text = f"{self.scheme}://{self.netloc}{path}" if self.scheme else path
         if self.query:
             text += "?" + self.query
         if self.fragment:
@@ -112,6 +113,20 @@ class URL:
 
     def __hash__(self) -> int:
         return hash(str(self))
+
+
+def _safe_path(path: str) -> str:
+    """`path` such that nothing before it can be taken for an authority.
+
+    A request target that does not start with "/" (`@evil.com`, `http://x/y`)
+    goes under "/", and a leading "//" becomes "/%2F": written after a host it
+    would be userinfo or a second host, and alone a protocol-relative URL.
+    """
+    if path[:1] != "/":
+        path = "/" + path
+    if path[:2] == "//":
+        path = "/%2F" + path[2:]
+    return path
 
 
 def quote_path(path: str) -> str:

@@ -9,7 +9,12 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from microasgi._context import DEFAULT_MAX_BODY_SIZE, ROOT_PATH_KEY, context_of
+from microasgi._context import (
+    DEFAULT_MAX_BODY_SIZE,
+    DEFAULT_MAX_COOKIE_SIZE,
+    ROOT_PATH_KEY,
+    context_of,
+)
 from microasgi._forms import parse_form
 from microasgi._json import InvalidJSON, decode_json
 from microasgi.datastructures import URL, FormData, Headers, QueryParams, State, quote_path
@@ -124,9 +129,16 @@ class HTTPConnection:
 
     @property
     def cookies(self) -> dict[str, str]:
+        """The request's cookies; a Cookie header over the app's `max_cookie_size`
+        raises HTTPException(431)."""
         if self._cookies is None:
             values = self.headers.getlist("cookie")
-            self._cookies = parse_cookies("; ".join(values)) if values else {}
+            header = "; ".join(values)
+            context = context_of(self.scope)
+            limit = DEFAULT_MAX_COOKIE_SIZE if context is None else context.max_cookie_size
+            if limit is not None and len(header) > limit:
+                raise HTTPException(431, f"Cookie header larger than {limit} bytes")
+            self._cookies = parse_cookies(header) if header else {}
         return self._cookies
 
     @property

@@ -339,8 +339,16 @@ def _route_path(path: str, root: str) -> str:
     return path
 
 
+#: Paths longer than this (characters, after percent-decoding) are answered 414.
+DEFAULT_MAX_PATH_LENGTH = 8192
+
+
 class Router:
-    """Dispatches scopes to routes. Usable alone as an ASGI app, or mounted."""
+    """Dispatches scopes to routes. Usable alone as an ASGI app, or mounted.
+
+    A request path longer than `max_path_length` characters is answered with
+    414 before any matching.
+    """
 
     def __init__(
         self,
@@ -349,9 +357,11 @@ class Router:
         redirect_slashes: bool = True,
         lifespan: Lifespan | None = None,
         middleware: Sequence[Middleware] | None = None,
+        max_path_length: int = DEFAULT_MAX_PATH_LENGTH,
     ) -> None:
         self.routes: list[BaseRoute] = []
         self.redirect_slashes = redirect_slashes
+        self.max_path_length = max_path_length
         self.lifespan_context = lifespan
         self.lifespan_state: dict[str, Any] | None = None
         self.background_tasks: list[Callable[..., Any]] = []
@@ -481,6 +491,9 @@ class Router:
         if root:
             path = _route_path(path, root)
         method = scope.get("method", _WEBSOCKET)
+        if len(path) > self.max_path_length:
+            await self._refuse_long_path(scope, receive, send)
+            return
         found = self._lookup(path, method)
         if found[0] is None:
             await self._no_match(scope, receive, send, path, method, found[1])
@@ -499,6 +512,13 @@ class Router:
             await route.mount.handle(scope, receive, send, prefix)
         else:
             await route.app(scope, receive, send)
+
+    async def _refuse_long_path(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": "path too long"})
+            return
+        exc = HTTPException(414, f"Request path longer than {self.max_path_length} characters")
+        await errors_for(scope).http_error(exc, scope, receive, send)
 
     async def _no_match(
         self,
