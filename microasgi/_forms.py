@@ -1,18 +1,24 @@
 """Form bodies: application/x-www-form-urlencoded and multipart/form-data.
 
-Multipart is parsed as it streams in (package `multipart`); files go to
-spooled temporary files (memory first, disk past 1 MiB, written from a worker
-thread), so an upload never has to fit in memory. Malformed input answers
-400, limits answer 413, and partly written files are closed on any error.
+Both are parsed as they stream in, with the same limits: how many fields and
+files, and how large one field may be. Urlencoded is our own parser, linear
+in the body and bounded in memory (the body, which is kept for `body()`, plus
+what it decodes to); large chunks are parsed in slices with a checkpoint
+between them, so other requests are not held up. Multipart uses the push
+parser of the package `multipart`; files go to spooled temporary files (memory
+first, disk past 1 MiB, written from a worker thread), so an upload never has
+to fit in memory. Malformed input answers 400, limits answer 413, and partly
+written files are closed on any error.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import unquote_to_bytes
 
+import anyio.lowlevel
 import anyio.to_thread
 import multipart
 
@@ -24,39 +30,112 @@ __all__ = ["parse_form"]
 SPOOL_MAX_SIZE = 1024 * 1024
 
 
+#: How much of a urlencoded body is parsed between two checkpoints.
+SLICE = 64 * 1024
+
+
 async def parse_form(
     content_type_header: str,
-    stream: Callable[[], AsyncIterator[bytes]],
-    body: Callable[[], Awaitable[bytes]],
+    chunks: AsyncIterator[bytes],
     *,
     max_files: int,
     max_fields: int,
     max_part_size: int,
-) -> FormData:
-    """Parse a form body, read with `stream()` (multipart) or `body()` (urlencoded)."""
+) -> tuple[FormData, bytes | None]:
+    """Parse a form body from its `chunks`.
+
+    Returns the form and, for an urlencoded one, the body itself (small, and
+    kept so that `body()` still works afterwards).
+    """
     content_type, options = multipart.parse_options_header(content_type_header)
     if content_type == "application/x-www-form-urlencoded":
-        return await _parse_urlencoded(await body(), max_fields)
+        return await _parse_urlencoded(chunks, max_fields, max_part_size)
     if content_type == "multipart/form-data":
         boundary = options.get("boundary")
         if not boundary:
             raise HTTPException(400, "multipart/form-data without a boundary")
-        return await _parse_multipart(stream(), boundary, max_files, max_fields, max_part_size)
+        form = await _parse_multipart(chunks, boundary, max_files, max_fields, max_part_size)
+        return form, None
     raise HTTPException(
         415, "Expected a form body (application/x-www-form-urlencoded or multipart/form-data)"
     )
 
 
-async def _parse_urlencoded(body: bytes, max_fields: int) -> FormData:
+class UrlencodedParser:
+    """An `application/x-www-form-urlencoded` parser fed bytes as they come.
+
+    Fields are split on "&" (empty ones are skipped, a field without "=" has
+    the value ""), "+" is a space, %XX escapes are decoded, and the result must
+    be UTF-8. At most `max_fields` fields (400 past that) of at most
+    `max_field_size` bytes each as sent (413 past that). Linear in the input:
+    each byte is looked at a constant number of times.
+    """
+
+    def __init__(self, max_fields: int, max_field_size: int) -> None:
+        self.max_fields = max_fields
+        self.max_field_size = max_field_size
+        self.items: list[tuple[str, str]] = []
+        self._pending = bytearray()  # the field whose "&" has not come yet
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while (end := data.find(b"&", start)) >= 0:
+            self._add(data, start, end)
+            start = end + 1
+        self._grow(data, start, len(data))
+
+    def close(self) -> list[tuple[str, str]]:
+        """The fields, once the body has ended."""
+        self._emit(bytes(self._pending))
+        self._pending.clear()
+        return self.items
+
+    def _add(self, data: bytes, start: int, end: int) -> None:
+        if self._pending:
+            self._grow(data, start, end)
+            field = bytes(self._pending)
+            self._pending.clear()
+        else:
+            self._check_size(end - start)
+            field = data[start:end]
+        self._emit(field)
+
+    def _grow(self, data: bytes, start: int, end: int) -> None:
+        self._check_size(len(self._pending) + end - start)
+        self._pending += data[start:end]
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_field_size:
+            raise HTTPException(413, f"Form field larger than {self.max_field_size} bytes")
+
+    def _emit(self, field: bytes) -> None:
+        if not field:
+            return
+        if len(self.items) >= self.max_fields:
+            raise HTTPException(400, f"Too many form fields (the limit is {self.max_fields})")
+        name, _, value = field.partition(b"=")
+        self.items.append((_decode_component(name), _decode_component(value)))
+
+
+def _decode_component(raw: bytes) -> str:
     try:
-        items = parse_qsl(
-            body.decode("utf-8"), keep_blank_values=True, max_num_fields=max_fields, errors="strict"
-        )
+        return unquote_to_bytes(raw.replace(b"+", b" ")).decode("utf-8")
     except UnicodeDecodeError:
         raise HTTPException(400, "Form body is not valid UTF-8") from None
-    except ValueError:
-        raise HTTPException(400, f"Too many form fields (the limit is {max_fields})") from None
-    return FormData(items)
+
+
+async def _parse_urlencoded(
+    chunks: AsyncIterator[bytes], max_fields: int, max_field_size: int
+) -> tuple[FormData, bytes]:
+    parser = UrlencodedParser(max_fields, max_field_size)
+    body: list[bytes] = []
+    async for chunk in chunks:
+        body.append(chunk)
+        for start in range(0, len(chunk), SLICE):
+            if start:
+                await anyio.lowlevel.checkpoint()  # a large chunk: let others run
+            parser.feed(chunk[start : start + SLICE])
+    return FormData(parser.close()), b"".join(body)
 
 
 class _Part:

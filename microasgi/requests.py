@@ -260,17 +260,20 @@ class Request(HTTPConnection):
         """Parse an urlencoded or multipart body; malformed input answers 400.
 
         Files are spooled to temporary files; `max_part_size` bounds a non-file
-        field, the app's body size limit bounds the whole upload.
+        field (urlencoded or multipart: 413 past it), the app's body size limit
+        the whole body. After an urlencoded form, `body()` still returns the body.
         """
         if self._form is None:
-            self._form = await parse_form(
+            form, body = await parse_form(
                 self.headers.get("content-type", ""),
-                self.stream,
-                self.body,
+                self.stream(),
                 max_files=max_files,
                 max_fields=max_fields,
                 max_part_size=max_part_size,
             )
+            if body is not None:
+                self._body = body
+            self._form = form
         return self._form
 
     async def close(self) -> None:
