@@ -76,7 +76,8 @@ def cookie_value(header: str) -> str:
 
 
 def signed(session: Any, *, secret: str = SECRET, issued: float | None = None) -> str:
-    payload = base64.urlsafe_b64encode(json.dumps(session).encode()).rstrip(b"=").decode()
+    text = json.dumps(session, separators=(",", ":"))  # as the middleware writes it
+    payload = base64.urlsafe_b64encode(text.encode()).rstrip(b"=").decode()
     return SessionSigner([secret]).sign(payload, int(time.time() if issued is None else issued))
 
 

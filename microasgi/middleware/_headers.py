@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 __all__ = [
     "TOKEN_CHARS",
     "RawHeaders",
+    "collect_headers",
     "get_header",
     "get_headers",
     "split_tokens",
@@ -30,15 +31,34 @@ TOKEN_CHARS = frozenset(
 
 def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The first value of header `name` (lower case), or None."""
+    size = len(name)
     for key, value in headers:
-        if key == name or key.lower() == name:
+        # ASGI servers should, but need not, send names in lower case.
+        if key == name or (len(key) == size and key.lower() == name):
             return bytes(value)
     return None
 
 
 def get_headers(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> list[bytes]:
     """Every value of header `name` (lower case), in order."""
-    return [bytes(value) for key, value in headers if key == name or key.lower() == name]
+    size = len(name)
+    return [
+        bytes(value)
+        for key, value in headers
+        if key == name or (len(key) == size and key.lower() == name)
+    ]
+
+
+def collect_headers(
+    headers: Iterable[tuple[bytes, bytes]], names: frozenset[bytes]
+) -> dict[bytes, list[bytes]]:
+    """The values of each of `names` (lower case), in one pass over `headers`."""
+    sizes = {len(name) for name in names}
+    found: dict[bytes, list[bytes]] = {}
+    for key, value in headers:
+        if key in names or (len(key) in sizes and (key := key.lower()) in names):
+            found.setdefault(key, []).append(bytes(value))
+    return found
 
 
 def split_tokens(value: bytes | str) -> list[str]:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from microasgi.middleware._headers import TOKEN_CHARS, get_headers, split_tokens
+from microasgi.middleware._headers import TOKEN_CHARS, collect_headers, get_headers, split_tokens
 from microasgi.middleware._hosts import format_netloc, parse_host
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
@@ -17,6 +17,7 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _SCHEMES = {"http": ("http", "ws"), "https": ("https", "wss")}  # -> (http, websocket)
+_X_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # Strings longer than an IPv6 address with a port are never addresses.
 _MAX_NODE = 64
 
@@ -28,6 +29,11 @@ def parse_node(text: str) -> tuple[str, int] | None:
     text = text.strip()
     if not text or len(text) > _MAX_NODE:
         return None
+    return _parse_node(text)
+
+
+@functools.lru_cache(maxsize=1024)  # proxies send the same few addresses again and again
+def _parse_node(text: str) -> tuple[str, int] | None:
     port_text = ""
     if text[0] == "[":
         host, sep, rest = text[1:].partition("]")
@@ -50,6 +56,11 @@ def parse_node(text: str) -> tuple[str, int] | None:
     elif port_text and not port_text.startswith("_"):
         return None  # an obfuscated port ("_abc") is allowed and means unknown
     return str(address), port
+
+
+def _tokens(values: Iterable[bytes]) -> list[str]:
+    """The comma-separated items of header values, in order."""
+    return [token for value in values for token in split_tokens(value)]
 
 
 def _split_outside_quotes(text: str, separator: str) -> list[str]:
@@ -204,10 +215,14 @@ class ProxyHeadersMiddleware:
             proto = element.get("proto") if element else None
             host = element.get("host") if element else None
         else:
-            nodes = [*self.values(headers, b"x-forwarded-for")]
+            found = collect_headers(headers, _X_FORWARDED)
+            if not found:
+                return
+            values = {name: _tokens(found.get(name, ())) for name in _X_FORWARDED}
+            nodes = [*values[b"x-forwarded-for"]]
             index = self.client_index(nodes)
-            proto = self.value_at(self.values(headers, b"x-forwarded-proto"), index, len(nodes))
-            host = self.value_at(self.values(headers, b"x-forwarded-host"), index, len(nodes))
+            proto = self.value_at(values[b"x-forwarded-proto"], index, len(nodes))
+            host = self.value_at(values[b"x-forwarded-host"], index, len(nodes))
         if index is not None:
             client = parse_node(nodes[index] or "")
             if client is not None:
@@ -220,11 +235,6 @@ class ProxyHeadersMiddleware:
             netloc = format_netloc(*parsed).encode("latin-1")
             others = [(k, v) for k, v in headers if k != b"host"]
             scope["headers"] = [(b"host", netloc), *others]
-
-    @staticmethod
-    def values(headers: list[tuple[bytes, bytes]], name: bytes) -> list[str]:
-        """The comma-separated values of every `name` header, in order."""
-        return [token for value in get_headers(headers, name) for token in split_tokens(value)]
 
     @staticmethod
     def value_at(values: list[str], index: int | None, count: int) -> str | None:

@@ -67,7 +67,7 @@ class SessionSigner:
 
     def sign(self, payload: str, issued: int) -> str:
         message = f"{payload}.{issued}".encode("ascii")
-        signature = hmac.new(self.keys[0], message, hashlib.sha256).digest()
+        signature = hmac.digest(self.keys[0], message, "sha256")
         return f"{payload}.{issued}.{_b64encode(signature)}"
 
     def unsign(self, value: str, max_age: int | None, now: float) -> tuple[str, int, int] | None:
@@ -85,8 +85,7 @@ class SessionSigner:
             return None
         message = f"{payload}.{issued_text}".encode("ascii")
         for index, key in enumerate(self.keys):
-            expected = hmac.new(key, message, hashlib.sha256).digest()
-            if hmac.compare_digest(expected, signature):
+            if hmac.compare_digest(hmac.digest(key, message, "sha256"), signature):
                 issued = int(issued_text)
                 if issued > now + _CLOCK_SKEW or (max_age is not None and now - issued > max_age):
                     return None
@@ -191,13 +190,15 @@ class SessionMiddleware:
                 continue
             payload, issued, key_index = checked
             try:
-                session = json.loads(_b64decode(payload))
+                text = _b64decode(payload).decode("utf-8")
+                session = json.loads(text)
             except (binascii.Error, ValueError):
                 continue
             if not isinstance(session, dict):
                 continue
             stale = self.refresh_after is not None and now - issued > self.refresh_after
-            return session, _dumps(session), stale or key_index > 0
+            # `text` is what _dumps wrote when signing, so it compares with _dumps later.
+            return session, text, stale or key_index > 0
         return {}, "", False
 
     def cookie_pair(self, session: dict[str, Any]) -> str:
