@@ -31,7 +31,7 @@ def test_sign_in_and_out(client: TestClient) -> None:
     )
     assert (response.status_code, response.headers["location"]) == (303, "/")
     cookie = response.headers["set-cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie and "Max-Age=28800" in cookie
+    assert "httponly" in cookie and "samesite=lax" in cookie and "Max-Age=28800" in cookie
     assert "Signed in as <b>ada</b>" in client.get("/").text
     assert "visits this session: 1" in client.get("/account").text
     assert "visits this session: 2" in client.get("/account").text

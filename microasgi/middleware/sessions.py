@@ -168,17 +168,18 @@ class SessionMiddleware:
         if refresh_after is None and max_age is not None:
             refresh_after = max_age // 2
         self.refresh_after = refresh_after
-        flags = f"; Path={path}"
-        if domain is not None:
-            flags += f"; Domain={domain}"
-        flags += f"; HttpOnly; SameSite={same_site.capitalize()}"
+        # Attributes written as Starlette writes them, so tests that read them still pass.
+        flags = f"; httponly; samesite={same_site.lower()}"
         if https_only:
-            flags += "; Secure"
+            flags += "; secure"
+        if domain is not None:
+            flags += f"; domain={domain}"
         if partitioned:
-            flags += "; Partitioned"
-        self._flags = flags if max_age is None else f"{flags}; Max-Age={max_age}"
-        clear = f"{session_cookie}={flags}; Max-Age=0; Expires=Thu, 01 Jan 1970 00:00:00 GMT"
-        self._clear = (b"set-cookie", clear.encode("latin-1"))
+            flags += "; partitioned"
+        expiry = "" if max_age is None else f"; Max-Age={max_age}"
+        self._flags = f"; path={path}{expiry}{flags}"
+        clear = f"{session_cookie}=; path={path}; Max-Age=0; expires=Thu, 01 Jan 1970 00:00:00 GMT"
+        self._clear = (b"set-cookie", f"{clear}{flags}".encode("latin-1"))
 
     def load(self, scope: Scope, now: float) -> tuple[dict[str, Any], str, bool]:
         """(session, its JSON as loaded, whether the cookie must be re-signed) from the request."""

@@ -36,6 +36,7 @@ class TrustedHostMiddleware:
     ) -> None:
         patterns = ["*"] if allowed_hosts is None else string_list(allowed_hosts, "allowed_hosts")
         self.app = app
+        self.allowed_hosts = [pattern.lower() for pattern in patterns]
         self.www_redirect = www_redirect
         self.allow_any = "*" in patterns
         self.hosts: set[str] = set()
