@@ -176,6 +176,8 @@ def forged_cookies() -> list[str]:
         f"{payload}..{signature}",
         f"{payload}.{issued}.!!!not-base64!!!",
         f"{payload}.{issued}.{signature}.extra",
+        f"{payload}.{issued}.{signature}!",  # a character base64 decoding would skip
+        f"{payload}.{issued}.{signature[:20]}\n{signature[20:]}",
         f"{payload}.-5.{signature}",
         f"{payload}.{issued}.{signature}é",
         signed({"user": "admin"}, secret="somebody-else's-key"),  # signed with an unknown key

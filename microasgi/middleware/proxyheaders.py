@@ -233,7 +233,7 @@ class ProxyHeadersMiddleware:
         parsed = parse_host(host.strip()) if host else None
         if parsed is not None:
             netloc = format_netloc(*parsed).encode("latin-1")
-            others = [(k, v) for k, v in headers if k != b"host"]
+            others = [(k, v) for k, v in headers if k.lower() != b"host"]
             scope["headers"] = [(b"host", netloc), *others]
 
     @staticmethod
