@@ -142,6 +142,18 @@ class HTTPConnection:
         return self._cookies
 
     @property
+    def session(self) -> dict[str, Any]:
+        """The session dict that SessionMiddleware loaded from its signed cookie."""
+        try:
+            session: dict[str, Any] = self.scope["session"]  # the key SessionMiddleware sets
+        except KeyError:
+            raise RuntimeError(
+                "request.session needs SessionMiddleware: add "
+                "Middleware(SessionMiddleware, secret_key=...) to the app's middleware"
+            ) from None
+        return session
+
+    @property
     def client(self) -> tuple[str, int] | None:
         client = self.scope.get("client")
         return (client[0], client[1]) if client else None

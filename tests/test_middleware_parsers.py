@@ -1,0 +1,261 @@
+"""The header parsers of the built-in middleware, on any input: properties and linearity.
+
+Every parser here reads what a client sent. Hypothesis feeds them arbitrary text and
+checks that they never raise and keep their promises; the whole middleware stack is
+fed arbitrary headers and must answer with one of its documented statuses, never a
+500. Linearity is checked by counting the Python bytecode operations a parser runs
+for an input of size n and of size 8n (deterministic, unlike a clock).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import anyio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from microasgi import App, Request
+from microasgi.middleware import (
+    CompressionMiddleware,
+    CORSMiddleware,
+    CrossOriginProtectionMiddleware,
+    HTTPSRedirectMiddleware,
+    Middleware,
+    ProxyHeadersMiddleware,
+    SessionMiddleware,
+    TrustedHostMiddleware,
+)
+from microasgi.middleware._codecs import _choose, choose_encoding, parse_accept_encoding
+from microasgi.middleware._hosts import format_netloc, normalise_origin, parse_host
+from microasgi.middleware.proxyheaders import parse_forwarded, parse_node
+from microasgi.middleware.sessions import SessionSigner
+from tests.helpers import Exchange, http_scope
+
+text = st.text(max_size=300)
+latin1 = st.binary(max_size=300)
+OFFERED = ("zstd", "br", "gzip")
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+@given(text)
+def test_parse_host_is_strict_and_round_trips(value: str) -> None:
+    parsed = parse_host(value)
+    if parsed is None:
+        return
+    host, port = parsed
+    assert host.isascii() and host == host.lower() and host
+    assert not set(host) & set("@ /\\?#%[]\t\r\n")
+    assert port is None or 0 <= port <= 65535
+    assert parse_host(format_netloc(host, port)) == (host, port)
+
+
+@given(st.from_regex(r"[A-Za-z0-9.-]{1,20}(:[0-9]{1,5})?|\[[0-9a-fA-F:]{2,20}\](:[0-9]{1,5})?"))
+def test_parse_host_accepts_hosts(value: str) -> None:
+    parsed = parse_host(value)
+    if parsed is not None:
+        assert parse_host(format_netloc(*parsed)) == parsed
+
+
+@given(text)
+def test_normalise_origin_is_idempotent(value: str) -> None:
+    normalised = normalise_origin(value)
+    if normalised is not None:
+        assert normalise_origin(normalised) == normalised
+        assert normalised == normalised.lower()
+        assert normalised == "null" or "://" in normalised
+
+
+@given(
+    st.one_of(
+        text,
+        st.lists(
+            st.sampled_from(
+                ["gzip", "br", "zstd", "*", "identity", ";q=0", ";q=0.5", ";q=1", ",", " ", "x"]
+            ),
+            max_size=30,
+        ).map("".join),
+    )
+)
+def test_accept_encoding_weights(value: str) -> None:
+    weights = parse_accept_encoding(value)
+    assert all(0.0 <= weight <= 1.0 for weight in weights.values())
+    chosen = choose_encoding(value.encode("utf-8", "replace"), OFFERED)
+    if chosen is not None:
+        assert chosen in OFFERED
+        assert weights.get(chosen, weights.get("*", 0)) > 0  # never a coding weighted 0
+
+
+@given(text)
+def test_forwarded_and_nodes_never_raise(value: str) -> None:
+    for element in parse_forwarded(value):
+        assert element is None or all(key == key.lower() for key in element)
+    node = parse_node(value)
+    if node is not None:
+        assert 0 <= node[1] <= 65535
+
+
+@given(text)
+def test_a_session_cookie_cannot_be_forged(value: str) -> None:
+    signer = SessionSigner(["a secret"])
+    assert signer.unsign(value, None, 0) is None
+
+
+@given(st.dictionaries(st.text(max_size=10), st.integers() | st.text(max_size=10), max_size=5))
+def test_a_session_survives_signing(session: dict[str, Any]) -> None:
+    signer = SessionSigner(["new", "old"])
+    payload = base64.urlsafe_b64encode(json.dumps(session).encode()).rstrip(b"=").decode()
+    checked = signer.unsign(signer.sign(payload, 1000), 100, 1050)
+    assert checked == (payload, 1000, 0)
+    assert signer.unsign(signer.sign(payload, 1000), 10, 1050) is None  # expired
+
+
+# -- the whole stack on any headers ----------------------------------------------------
+
+
+def full_stack() -> App:
+    app = App(
+        middleware=[
+            Middleware(ProxyHeadersMiddleware, trusted_proxies="127.0.0.1"),
+            Middleware(TrustedHostMiddleware, allowed_hosts=["testserver", "*.example.com"]),
+            Middleware(HTTPSRedirectMiddleware),
+            Middleware(
+                CORSMiddleware, allow_origins=["https://a.example.com"], allow_headers=["x-a"]
+            ),
+            Middleware(CrossOriginProtectionMiddleware, trusted_origins=["https://b.example.com"]),
+            Middleware(SessionMiddleware, secret_key="s"),
+            Middleware(CompressionMiddleware, minimum_size=1),
+        ]
+    )
+
+    @app.route("/", methods=["GET", "POST", "OPTIONS"])
+    async def index(request: Request) -> str:
+        request.session["seen"] = request.session.get("seen", 0) + 1
+        return "hello " * 20
+
+    return app
+
+
+STACK = full_stack()
+HEADER_NAMES = [
+    b"host",
+    b"origin",
+    b"access-control-request-method",
+    b"access-control-request-headers",
+    b"sec-fetch-site",
+    b"accept-encoding",
+    b"x-forwarded-for",
+    b"x-forwarded-proto",
+    b"x-forwarded-host",
+    b"forwarded",
+    b"cookie",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["GET", "POST", "OPTIONS", "HEAD", "DELETE"]),
+    st.sampled_from(["http", "https"]),
+    st.lists(st.tuples(st.sampled_from(HEADER_NAMES), latin1), max_size=8),
+)
+def test_any_headers_get_a_documented_answer(
+    method: str, scheme: str, headers: list[tuple[bytes, bytes]]
+) -> None:
+    scope = http_scope(method, "/", headers=headers, scheme=scheme)
+
+    async def run() -> Exchange:
+        return await Exchange().run(STACK, scope)
+
+    exchange = anyio.run(run)
+    assert exchange.status in (200, 307, 400, 403), exchange.status
+
+
+# -- linearity ---------------------------------------------------------------------------
+
+
+def operations(function: Callable[..., Any], *args: Any) -> int:
+    """How many bytecode operations of Python code `function(*args)` runs."""
+    count = 0
+
+    def trace(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal count
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            count += 1
+        return trace
+
+    previous = sys.gettrace()
+    sys.settrace(trace)
+    try:
+        function(*args)
+    finally:
+        sys.settrace(previous)
+    return count
+
+
+def assert_linear(make: Callable[[int], Any], function: Callable[[Any], Any], n: int = 200) -> None:
+    """Eight times the input costs at most ten times the operations."""
+    small, large = operations(function, make(n)), operations(function, make(8 * n))
+    assert large <= 10 * max(small, 1), (small, large)
+
+
+def test_parsers_are_linear() -> None:
+    assert_linear(lambda n: "gzip;q=0.5, br;q=0.1, " * n, lambda v: _choose(v, OFFERED))
+    assert_linear(lambda n: ";q=" * n + "," * n, parse_accept_encoding)
+    assert_linear(lambda n: 'for="\\"a,b;c\\\\";proto=https, ' * n, parse_forwarded)
+    assert_linear(lambda n: '"' * n + ";" * n + "," * n, parse_forwarded)
+    assert_linear(lambda n: "a" * n, parse_host)  # long ones are refused at once
+    assert_linear(lambda n: "https://" + "a." * n + "com", normalise_origin)
+
+
+def test_stack_parsers_are_linear() -> None:
+    proxies = ProxyHeadersMiddleware(App(), trusted_proxies=["10.0.0.0/8", "127.0.0.1"])
+
+    def forwarded_for(n: int) -> dict[str, Any]:
+        chain = ", ".join(f"10.0.{i // 250}.{i % 250}" for i in range(n)).encode()
+        return http_scope(
+            headers=[(b"x-forwarded-for", chain), (b"x-forwarded-proto", b"https, " * n)]
+        )
+
+    assert_linear(forwarded_for, proxies.apply)
+
+    sessions = SessionMiddleware(App(), secret_key=["a", "b", "c"])
+
+    def cookies(n: int) -> dict[str, Any]:
+        return http_scope(headers=[(b"cookie", b"; ".join([b"session=a.1.b", b"x=y"] * n))])
+
+    assert_linear(cookies, lambda scope: sessions.load(scope, 0))
+
+    cors = CORSMiddleware(App(), allow_origins=["https://a.example"], allow_headers=["x-a"])
+
+    def preflight(n: int) -> dict[str, Any]:
+        requested = b", ".join([b"x-a", b"Accept"] * n)
+        headers = [
+            (b"origin", b"https://a.example"),
+            (b"access-control-request-method", b"GET"),
+            (b"access-control-request-headers", requested),
+        ]
+        return http_scope("OPTIONS", headers=headers)
+
+    async def answer(scope: dict[str, Any]) -> None:
+        await cors(scope, Exchange().receive, Exchange().send)
+
+    assert_linear(preflight, lambda scope: anyio.run(answer, scope), n=2000)
+
+
+def test_the_operation_count_sees_quadratic_work() -> None:
+    def quadratic(items: list[int]) -> int:
+        return sum(1 for a in items for b in items if a == b)
+
+    try:
+        assert_linear(lambda n: list(range(n)), quadratic, n=50)
+    except AssertionError:
+        return
+    raise AssertionError("a quadratic function passed the linearity check")
