@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import logging
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from microasgi._concurrency import call_user, is_async_callable
 from microasgi._context import ErrorResponder, context_of
+from microasgi._stack import Middleware
 from microasgi.exceptions import HTTPException, WebSocketException
 from microasgi.requests import ClientDisconnect, Request
 from microasgi.responses import JSONResponse, PlainTextResponse, Response
@@ -29,6 +30,7 @@ __all__ = [
     "ErrorHandler",
     "ExceptionHandlers",
     "errors_for",
+    "guarded",
     "log_after_start",
 ]
 
@@ -211,6 +213,23 @@ def errors_for(scope: Scope) -> ErrorResponder:
     """The error handling of the microasgi app serving `scope` (the defaults outside one)."""
     context = context_of(scope)
     return DEFAULT_ERRORS if context is None else context.errors
+
+
+def guarded(
+    app: ASGIApp, middleware: Sequence[Middleware] | None, *, guard_app: bool = False
+) -> ASGIApp:
+    """`app` inside `middleware` (the first outermost), each middleware in a guard.
+
+    What a middleware raises is answered right outside it, so the middleware
+    around it see that answer go by (CORS headers on the 500 of a middleware
+    placed inside CORSMiddleware). `guard_app` guards `app` itself too: for
+    foreign apps, which do not answer their own errors.
+    """
+    if guard_app:
+        app = ErrorGuard(app)
+    for item in reversed(middleware or ()):
+        app = ErrorGuard(item.cls(app, *item.args, **item.options))
+    return app
 
 
 class ErrorGuard:

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from typing import Any
 
-from microasgi.types import ASGIApp
-
-__all__ = ["Middleware", "wrap"]
+__all__ = ["Middleware"]
 
 
 class Middleware:
@@ -29,10 +27,3 @@ class Middleware:
         arguments = [repr(arg) for arg in self.args]
         arguments.extend(f"{key}={value!r}" for key, value in self.options.items())
         return f"Middleware({', '.join([name, *arguments])})"
-
-
-def wrap(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:
-    """Wrap `app` so the first middleware of the list is the outermost."""
-    for item in reversed(middleware or ()):
-        app = item.cls(app, *item.args, **item.options)
-    return app

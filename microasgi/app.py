@@ -12,9 +12,9 @@ from microasgi._context import (
     DEFAULT_MAX_MESSAGE_SIZE,
     AppContext,
 )
-from microasgi._errors import ErrorGuard, ErrorHandler, log_after_start
+from microasgi._errors import ErrorHandler, guarded, log_after_start
 from microasgi._lifespan import Lifespan, serve_lifespan
-from microasgi._stack import Middleware, wrap
+from microasgi._stack import Middleware
 from microasgi.datastructures import State
 from microasgi.routing import DEFAULT_MAX_PATH_LENGTH, BaseRoute, Mount, Routed, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send
@@ -198,15 +198,13 @@ class App(Routed):
             raise RuntimeError(f"cannot {what} after the application has started")
 
     def build_middleware_stack(self) -> ASGIApp:
-        """The user middleware around the router, in a guard for their errors.
+        """The user middleware around the router, each in a guard for its errors.
 
         Errors of routes and the router are answered where they happen, inside
-        the middleware (so a middleware sees the 500 go by); the guard only
-        answers for the middleware's own.
+        the middleware (so a middleware sees the 500 go by); a middleware's own
+        are answered right outside it.
         """
-        if not self.user_middleware:
-            return self.router.dispatch
-        return ErrorGuard(wrap(self.router.dispatch, self.user_middleware))
+        return guarded(self.router.dispatch, self.user_middleware)
 
     # -- ASGI ----------------------------------------------------------------------------
 

@@ -8,11 +8,11 @@ from typing import Any, TypeVar
 from microasgi._concurrency import describe
 from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
 from microasgi._endpoints import CONNECTION_FIRST, Endpoint
-from microasgi._errors import DEFAULT_ERRORS, ErrorGuard, errors_for
+from microasgi._errors import DEFAULT_ERRORS, errors_for, guarded
 from microasgi._json import encode_json
 from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
 from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie
-from microasgi._stack import Middleware, wrap
+from microasgi._stack import Middleware
 from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.requests import Request
@@ -26,11 +26,6 @@ __all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Router", "WebSocketRo
 F = TypeVar("F", bound=Callable[..., Any])
 _UNSET: Any = object()
 _WEBSOCKET = "WEBSOCKET"  # the "method" a websocket scope is routed with
-
-
-def _guarded(app: ASGIApp, middleware: Sequence[Middleware] | None) -> ASGIApp:
-    """`app` inside its middleware, with a guard for what the middleware raise."""
-    return ErrorGuard(wrap(app, middleware)) if middleware else app
 
 
 class BaseRoute:
@@ -109,7 +104,7 @@ class _EndpointRoute(BaseRoute):
             connection_class=connection_class,
             connection_names=self.connection_names,
         )
-        self.app = self._with_limits(_guarded(self.handle, middleware))
+        self.app = self._with_limits(guarded(self.handle, middleware))
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         raise NotImplementedError
@@ -276,9 +271,9 @@ class Mount(BaseRoute):
         self.mounted = app
         if isinstance(app, (Router, Routed)):
             self.lifespan_child = app
-            self.app = _guarded(app, middleware)  # it answers its own errors
+            self.app = guarded(app, middleware)  # it answers its own errors
         else:
-            self.app = ErrorGuard(wrap(app, middleware))
+            self.app = guarded(app, middleware, guard_app=True)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, prefix: str) -> None:
         child = dict(scope)
@@ -368,7 +363,7 @@ class Router:
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
         self._lookup = self._trie.lookup  # bound once, for the dispatch hot path
         self.middleware = list(middleware or [])
-        self._app: ASGIApp = _guarded(self.dispatch, self.middleware)
+        self._app: ASGIApp = guarded(self.dispatch, self.middleware)
         # What a Router served on its own (not by an App) puts in the scope.
         self._own_context = AppContext(errors=DEFAULT_ERRORS, router=self)
         for route in routes or ():

@@ -1076,3 +1076,44 @@ def test_mounted_raw_asgi_app_websocket_exception_closes_with_its_code(make_clie
         with pytest.raises(WebSocketDisconnect) as info:
             session.receive_text()
         assert (info.value.code, info.value.reason) == (4001, "policy")
+
+
+def test_error_in_an_inner_middleware_passes_through_the_outer_ones(make_client: Any) -> None:
+    # The outer middleware (think CORS) must see the 500 of a middleware inside it.
+    app = App(middleware=[Middleware(AddHeader, name="x-outer"), Middleware(Explode)])
+
+    @app.get("/mw-boom")
+    async def never() -> str:
+        return "not reached"
+
+    r = make_client(app, raise_server_exceptions=False).get("/mw-boom")
+    assert r.status_code == 500
+    assert r.headers["x-outer"] == "yes"
+
+
+def test_error_in_the_outermost_middleware_is_still_answered(make_client: Any) -> None:
+    app = App(middleware=[Middleware(Explode), Middleware(AddHeader, name="x-inner")])
+
+    @app.get("/mw-boom")
+    async def never() -> str:
+        return "not reached"
+
+    r = make_client(app, raise_server_exceptions=False).get("/mw-boom")
+    assert r.status_code == 500
+    assert "x-inner" not in r.headers
+
+
+def test_cors_headers_on_the_500_of_a_middleware_inside_cors(make_client: Any) -> None:
+    from microasgi.middleware import CORSMiddleware
+
+    app = App(
+        middleware=[
+            Middleware(CORSMiddleware, allow_origins=["https://a.example"]),
+            Middleware(Explode),
+        ]
+    )
+    r = make_client(app, raise_server_exceptions=False).get(
+        "/mw-boom", headers={"origin": "https://a.example"}
+    )
+    assert r.status_code == 500
+    assert r.headers["access-control-allow-origin"] == "https://a.example"
