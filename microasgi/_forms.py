@@ -174,6 +174,10 @@ async def _parse_multipart(
             boundary, max_segment_count=max_files + max_fields + 1, strict=True
         )
         async for chunk in chunks:
+            if _complete(parser):
+                # After the closing boundary: the epilogue (RFC 2046), ignored
+                # whatever packet it came in (the body limit still bounds it).
+                continue
             for event in parser.parse(chunk):
                 if isinstance(event, multipart.MultipartSegment):
                     part = _Part(event)
@@ -214,6 +218,16 @@ async def _parse_multipart(
         await FormData(items).close()
         raise
     return FormData(items)
+
+
+# The parser's state after the closing boundary. It has no public way to say so
+# (`closed` is set by close() only), and in strict mode it refuses any data fed
+# after that state, which would make an upload's fate depend on TCP segmentation.
+_COMPLETE_STATE = getattr(multipart, "_COMPLETE", None)
+
+
+def _complete(parser: multipart.PushMultipartParser) -> bool:
+    return _COMPLETE_STATE is not None and getattr(parser, "_state", None) is _COMPLETE_STATE
 
 
 def _decode(part: _Part) -> str:

@@ -75,9 +75,11 @@ class _Pattern:
     def _split(self, middle: str, *, from_right: bool) -> list[str] | None:
         separators = self.literals[1:-1]
         texts: list[str] = []
+        # Every value must be non-empty: a separator is looked for only where it
+        # leaves at least one character on each side.
         if from_right:
             for separator in reversed(separators):
-                cut = middle.rfind(separator)
+                cut = middle.rfind(separator, 1, len(middle) - 1)
                 if cut < 0:
                     return None
                 texts.append(middle[cut + len(separator) :])
@@ -86,7 +88,7 @@ class _Pattern:
             texts.reverse()
         else:
             for separator in separators:
-                cut = middle.find(separator)
+                cut = middle.find(separator, 1, len(middle) - 1)
                 if cut < 0:
                     return None
                 texts.append(middle[:cut])
