@@ -91,10 +91,10 @@ def build_app(events: list[str], proceed: threading.Event) -> App:
 
 
 @contextlib.contextmanager
-def run_server(app: App, port: int) -> Iterator[uvicorn.Server]:
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=port, lifespan="on", log_level="warning", timeout_keep_alive=5
-    )
+def run_server(app: Any, port: int, **options: Any) -> Iterator[uvicorn.Server]:
+    """uvicorn serving `app` on `port` in a thread; `options` go to uvicorn.Config."""
+    settings = {"lifespan": "on", "log_level": "warning", "timeout_keep_alive": 5, **options}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **settings)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn-test-server", daemon=True)
     thread.start()
