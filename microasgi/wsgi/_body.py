@@ -61,10 +61,6 @@ class SpooledBody:
         await anyio.to_thread.run_sync(self._file.seek, 0)
         return self._file
 
-    @property
-    def on_disk(self) -> bool:
-        return self._file is not None
-
     def close(self) -> None:
         """Drop what was received (the temporary file goes away with its handle)."""
         self._chunks = []
