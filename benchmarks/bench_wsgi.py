@@ -12,7 +12,9 @@ runs much faster than the rest (the GIL happened to change hands at good moments
 so the best of a few rounds varies from run to run and the median does not.
 
 Memory: tracemalloc's peak (all threads) while 100 MB go through each adapter: an
-upload in 64 KiB messages to a WSGI app that reads and discards it, and a download
+upload in 64 KiB messages to a WSGI app that reads and discards it (microasgi reads
+the whole body before the app runs, past 1 MiB into a temporary file, so its upload
+speed includes the disk and its peak the 1 MiB kept in memory), and a download
 of a WSGI generator making a new 64 KiB chunk each time, to a client that takes
 1 ms per chunk, so the app is faster than the client and only backpressure keeps
 the memory flat. Each transfer is also run without tracemalloc, with a client that
@@ -43,7 +45,7 @@ from a2wsgi import WSGIMiddleware
 from flask import Flask
 from harness import http_scope
 
-from microasgi.wsgi import WSGIApp, default_max_threads
+from microasgi.wsgi import DEFAULT_SPOOL_THRESHOLD, WSGIApp, default_max_threads
 
 Message = MutableMapping[str, Any]
 ASGIApp = Callable[..., Awaitable[None]]
@@ -58,6 +60,8 @@ SLOW_CLIENT_DELAY = 0.001  # seconds per chunk
 TARGET_THROUGHPUT_RATIO = 1.0
 #: tracemalloc peak while 100 MB stream through: a few chunks, not the body.
 TARGET_PEAK_BYTES = 1024 * 1024
+#: An upload is kept in memory up to the spool threshold, then goes to a temporary file.
+TARGET_UPLOAD_PEAK_BYTES = DEFAULT_SPOOL_THRESHOLD + 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -311,7 +315,7 @@ async def asyncio_part(settings: Settings, threads: int) -> tuple[list[Rate], li
     download = make_download(settings.transfer_bytes)
     transfers = await measure_transfers(
         {
-            MICRO: (WSGIApp(discard_upload), WSGIApp(download)),
+            MICRO: (WSGIApp(discard_upload, max_body_size=None), WSGIApp(download)),
             A2WSGI: (WSGIMiddleware(discard_upload), WSGIMiddleware(download)),
         },
         settings.transfer_bytes,
@@ -371,10 +375,11 @@ def report(
         )
     for t in transfers:
         if t.adapter == MICRO:
-            verdict = "PASS" if t.peak_bytes <= TARGET_PEAK_BYTES else "MISS"
+            target = TARGET_UPLOAD_PEAK_BYTES if t.kind == "upload" else TARGET_PEAK_BYTES
+            verdict = "PASS" if t.peak_bytes <= target else "MISS"
             lines.append(
                 f"  microasgi {t.kind} peak memory           {t.peak_bytes / 1024:5,.0f} KiB <= "
-                f"{TARGET_PEAK_BYTES // 1024} KiB   {verdict}"
+                f"{target // 1024} KiB   {verdict}"
             )
     return lines
 

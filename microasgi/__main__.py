@@ -1,4 +1,8 @@
-"""`python -m microasgi run module:app` serves an app with uvicorn."""
+"""`python -m microasgi run module:app` serves an app with uvicorn.
+
+uvicorn gets a WebSocket protocol of ours (microasgi._uvicorn) that answers
+every handshake, including those its default one leaves unanswered.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def websocket_protocol() -> str:
+    """uvicorn's `ws` setting: the protocol that answers every handshake, or "none"."""
+    try:
+        from microasgi._uvicorn import PROTOCOL
+    except ImportError as exc:  # no websockets library, or a uvicorn older than 0.52
+        print(
+            f"warning: WebSockets are off ({exc}): pip install 'microasgi[server]'",
+            file=sys.stderr,
+        )
+        return "none"
+    return PROTOCOL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if ":" not in args.app:
@@ -45,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         root_path=args.root_path,
         log_level=args.log_level,
         lifespan="on",
+        ws=websocket_protocol(),
     )
     return 0
 

@@ -5,16 +5,28 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
 import anyio
 import anyio.abc
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from examples.chat import app
-from examples.chat.app import STATIC, Outbox, client_event, forward_events
-from microasgi import WebSocket
+from examples.chat.app import (
+    STATIC,
+    Outbox,
+    RateLimit,
+    TokenBucket,
+    client_event,
+    forward_events,
+    nesting_depth,
+    parse_message,
+)
+from microasgi import WebSocket, WebSocketDisconnect
 from microasgi.broadcast import Broadcast, BroadcastError, Event
 from microasgi.testclient import TestClient, WebSocketDenied, WebSocketSession
 from tests.helpers import MakeClient
@@ -105,9 +117,28 @@ def test_join_form_redirects_to_the_room(client: TestClient) -> None:
         "/join", params={"room": "lobby", "nick": "  Zoë 🙂 "}, follow_redirects=False
     )
     assert response.status_code == 303
-    assert (
-        response.headers["location"] == "http://testserver/rooms/lobby?nick=Zo%C3%AB+%F0%9F%99%82"
+    assert response.headers["location"] == "/rooms/lobby?nick=Zo%C3%AB+%F0%9F%99%82"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "[::1]", "a b", ""])
+def test_join_redirect_ignores_the_host_header(client: TestClient, host: str) -> None:
+    """Before: Host: evil.example gave Location: http://evil.example/rooms/..."""
+    response = client.get(
+        "/join",
+        params={"room": "lobby", "nick": "ann"},
+        headers={"host": host},
+        follow_redirects=False,
     )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/rooms/lobby?nick=ann"
+
+
+def test_join_redirect_keeps_the_root_path(make_client: MakeClient) -> None:
+    with make_client(app, root_path="/chat") as client:
+        response = client.get(
+            "/chat/join", params={"room": "dev", "nick": "ann"}, follow_redirects=False
+        )
+    assert response.headers["location"] == "/chat/rooms/dev?nick=ann"
 
 
 @pytest.mark.parametrize(
@@ -176,8 +207,15 @@ def test_messages_reach_the_room_and_only_the_room(client: TestClient) -> None:
         assert (event["type"], event["nick"], event["text"]) == ("message", "bob", "hello room b")
 
 
-def test_messages_keep_their_order(client: TestClient) -> None:
-    with joined(client, "order", "ann") as ann, joined(client, "order", "bob") as bob:
+def test_messages_keep_their_order(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROASGI_CHAT_BURST", "30")  # all 30 at once
+    with (
+        make_client(app) as client,
+        joined(client, "order", "ann") as ann,
+        joined(client, "order", "bob") as bob,
+    ):
         for i in range(30):
             say(ann, f"message {i}")
         texts = [next_event(bob, "message")["text"] for _ in range(30)]
@@ -258,6 +296,127 @@ def test_bad_messages_answer_the_sender_only(client: TestClient, frame: str, err
         assert next_event(bob, "error", "message")["text"] == "still here"
 
 
+NESTED = "the message nests more than 8 levels deep"
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        ("[" * 10_000, NESTED),  # before: RecursionError in json.loads, closed with 1011
+        ("{" * 5000, NESTED),
+        ('{"text": ' + "[" * 3000 + "]" * 3000 + "}", NESTED),
+        ('{"a":' * 2000 + "1" + "}" * 2000, NESTED),  # valid JSON, 2,000 levels
+        ("[" * 9 + "]" * 9, NESTED),
+        ("[" * 8 + "]" * 8, 'messages are JSON like {"text": "hello"}'),  # deep enough
+        ('{"text": "' + "[" * 2000 + '"}', None),  # brackets in a string are text
+        ('{"text": "\\"' + "{" * 50 + '"}', None),  # after an escaped quote, still text
+        ("1" * 5000, 'messages are JSON like {"text": "hello"}'),  # int over 4,300 digits
+        ('{"text": "hi", "extra": "' + "x" * 12_000 + '"}', None),  # extra fields ignored
+    ],
+)
+def test_hostile_frames_get_an_error_and_the_connection_stays_open(
+    client: TestClient, frame: str, error: str | None
+) -> None:
+    with joined(client, "r", "ann") as ann:
+        ann.send_text(frame)
+        event = next_event(ann, "error", "message")
+        if error is None:
+            assert event["type"] == "message"
+        else:
+            assert event == {"type": "error", "reason": "invalid", "text": error}
+        say(ann, "still here")
+        assert next_event(ann, "message")["text"] == "still here"
+
+
+# -- parsing, for any input -------------------------------------------------------------
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=40,
+)
+
+
+def depth_of(value: Any) -> int:
+    if isinstance(value, list):
+        return 1 + max(map(depth_of, value), default=0)
+    if isinstance(value, dict):
+        return 1 + max(map(depth_of, value.values()), default=0)
+    return 0
+
+
+@given(JSON, st.booleans())
+def test_nesting_depth_is_the_depth_of_any_json(value: Any, ascii_only: bool) -> None:
+    raw = json.dumps(value, ensure_ascii=ascii_only)
+    assert nesting_depth(raw, stop=10_000) == depth_of(value)
+    assert nesting_depth(raw, stop=2) == min(depth_of(value), 3)  # stops past `stop`
+
+
+@given(st.text(alphabet=st.sampled_from('[]{}"\\ax:,'), max_size=300) | st.text())
+def test_parse_message_takes_any_text(raw: str) -> None:
+    """Whatever the frame: a text, or a ValueError saying what is wrong. Never another
+    exception, which would close the connection with 1011."""
+    try:
+        text = parse_message(raw)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert 0 < len(text) <= 2000
+
+
+MESSAGES = st.fixed_dictionaries({"text": st.text()}, optional={"x": JSON}) | JSON
+
+
+@given(MESSAGES)
+def test_parse_message_takes_any_json(value: Any) -> None:
+    raw = json.dumps(value)
+    try:
+        text: str | None = parse_message(raw)
+    except ValueError:
+        text = None
+    assert text == what_parse_message_should_make_of(value, raw)
+
+
+def what_parse_message_should_make_of(value: Any, raw: str) -> str | None:
+    """The rules of docs/chat.md, written out plainly; None for "refused"."""
+    if len(raw) > 16_384 or depth_of(value) > 8:
+        return None
+    if not isinstance(value, dict) or not isinstance(value.get("text"), str):
+        return None
+    if len(value["text"]) > 2000:
+        return None
+    text = value["text"].replace("\r\n", "\n")
+    kept = "".join(c for c in text if c in "\t\n" or not unwanted(c)).strip()
+    return kept or None
+
+
+def unwanted(char: str) -> bool:
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ['"\\"', "[", "{", '"a",', "\\", '"\\\\', "[1,"],
+    ids=["escaped-quotes", "brackets", "braces", "strings", "backslashes", "quote-pairs", "list"],
+)
+def test_nesting_depth_is_linear(unit: str) -> None:
+    """Eight times the input costs about eight times the work (a quadratic scan, 64 times).
+    The worst shapes: an unterminated string full of escaped quotes is where a regular
+    expression for JSON strings backtracks from every quote."""
+
+    def cost(n: int) -> float:
+        raw = '"' + unit * n if unit.startswith('"\\') else unit * n
+        best = float("inf")
+        for _ in range(5):
+            start = time.perf_counter()
+            nesting_depth(raw, stop=10**9)
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    assert cost(16_000) < 20 * cost(2_000)
+
+
 def test_binary_frames_are_refused(client: TestClient) -> None:
     with joined(client, "r", "ann") as ann:
         ann.send_bytes(b'{"text": "hi"}')
@@ -281,6 +440,107 @@ def test_message_text_is_cleaned(client: TestClient) -> None:
         assert next_event(ann)["text"] == "abc\nd\tef"
         say(ann, "<b>not bold</b>")  # passed on as data: the page shows it as text
         assert next_event(ann)["text"] == "<b>not bold</b>"
+
+
+# -- WebSocket: rate limits ------------------------------------------------------------
+
+
+@pytest.fixture
+def slow_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three messages at once, then one every 1,000 s: no refill during a test."""
+    monkeypatch.setenv("MICROASGI_CHAT_RATE", "0.001")
+    monkeypatch.setenv("MICROASGI_CHAT_BURST", "3")
+
+
+@pytest.mark.usefixtures("slow_rate")
+def test_a_client_over_its_rate_is_refused_then_closed_with_1008(make_client: MakeClient) -> None:
+    with (
+        make_client(app) as client,
+        joined(client, "r", "ann") as ann,
+        joined(client, "r", "bob") as bob,
+    ):
+        assert next_event(ann) == {"type": "join", "nick": "bob"}
+        for i in range(3):
+            say(ann, f"m{i}")
+            assert next_event(ann)["text"] == f"m{i}"
+        for i in range(3, 6):  # over the rate: refused, told, three times (the burst)
+            say(ann, f"m{i}")
+            assert next_event(ann) == {
+                "type": "error",
+                "reason": "rate_limited",
+                "text": "You are sending too fast (at most 0.001 messages a second): "
+                "this one was not delivered.",
+                "message": f"m{i}",
+            }
+        ann.send_bytes(b"and on")  # every frame counts, valid or not
+        with pytest.raises(WebSocketDisconnect) as closed:
+            next_event(ann)
+        assert (closed.value.code, closed.value.reason) == (1008, "sending too fast")
+        assert [next_event(bob)["text"] for _ in range(3)] == ["m0", "m1", "m2"]
+        assert next_event(bob) == {"type": "leave", "nick": "ann"}
+
+
+@pytest.mark.usefixtures("slow_rate")
+def test_invalid_frames_count_against_the_rate(make_client: MakeClient) -> None:
+    with make_client(app) as client, joined(client, "r", "ann") as ann:
+        for _ in range(3):
+            ann.send_text("not json")
+            assert next_event(ann)["reason"] == "invalid"
+        ann.send_text("not json")
+        event = next_event(ann)
+        assert event["reason"] == "rate_limited"
+        assert "message" not in event  # nothing to give back
+
+
+def test_the_bucket_refills_at_the_rate() -> None:
+    start = 100.0
+    bucket = TokenBucket(rate=2, burst=3, now=start)
+    assert [bucket.take(start) for _ in range(4)] == [True, True, True, False]
+    assert bucket.take(start + 0.4) is False  # 0.8 of a token
+    assert bucket.take(start + 0.5) is True  # 1.0
+    assert bucket.take(start + 100) is True
+    assert bucket.tokens == 2  # refilled to the burst, not beyond, then one taken
+
+
+def test_rate_limit_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert RateLimit.from_environment() == RateLimit(5.0, 10)
+    monkeypatch.setenv("MICROASGI_CHAT_RATE", "0.5")
+    monkeypatch.setenv("MICROASGI_CHAT_BURST", "2")
+    assert RateLimit.from_environment() == RateLimit(0.5, 2)
+    for rate, burst in (("0", "2"), ("-1", "2"), ("fast", "2"), ("1", "0"), ("1", "2.5")):
+        monkeypatch.setenv("MICROASGI_CHAT_RATE", rate)
+        monkeypatch.setenv("MICROASGI_CHAT_BURST", burst)
+        with pytest.raises(ValueError, match="MICROASGI_CHAT_RATE="):
+            RateLimit.from_environment()
+
+
+def test_invalid_settings_fail_the_startup(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROASGI_CHAT_RATE", "lots")
+    with pytest.raises(Exception, match="MICROASGI_CHAT_RATE='lots'"), make_client(app):
+        pass
+
+
+def test_a_flood_does_not_crowd_out_the_others(client: TestClient) -> None:
+    """One client sends 3,000 frames at once, the reader's queue holds 1,000: before, the
+    flood pushed most of a well-behaved client's messages out of it. Now the flooder is
+    closed after its burst and a few refusals, and every message reaches the reader."""
+    with (
+        joined(client, "f", "reader") as reader,
+        joined(client, "f", "good") as good,
+        joined(client, "f", "flood") as flood,
+    ):
+        for i in range(3000):
+            say(flood, f"flood {i}")
+            if i % 300 == 150:
+                say(good, f"good {i // 300}")
+        texts = []
+        while len([t for t in texts if t.startswith("good")]) < 10:
+            event = next_event(reader, "message")
+            texts.append(event["text"])
+        assert [t for t in texts if t.startswith("good")] == [f"good {i}" for i in range(10)]
+        assert len(texts) - 10 <= 12  # the flood's burst, and what refilled meanwhile
 
 
 # -- WebSocket: the backend fails ---------------------------------------------------------

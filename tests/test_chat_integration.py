@@ -267,3 +267,90 @@ def test_a_client_that_vanishes_without_a_close_frame(server: ChatServer) -> Non
     asyncio.run(scenario())
     assert server.process is not None and server.process.poll() is None
     assert "Traceback" not in server.output()
+
+
+def test_join_redirect_ignores_the_host_header(server: ChatServer) -> None:
+    """uvicorn passes any Host header through: the redirect must not be built from it."""
+    with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client:
+        response = client.get(
+            "/join", params={"room": "lobby", "nick": "ann"}, headers={"host": "evil.example"}
+        )
+    assert response.status_code == 303
+    assert response.headers["location"] == "/rooms/lobby?nick=ann"
+
+
+def test_a_deeply_nested_frame_gets_an_error_event(server: ChatServer) -> None:
+    """Before: json.loads hit its recursion limit, the handler died and the connection
+    closed with 1011, with a traceback in the log."""
+
+    async def scenario() -> None:
+        async with AsyncExitStack() as stack:
+            ws = await join(stack, f"{server.ws_url}/ws/nest?nick=deep", "deep")
+            await ws.send("[" * 10_000)
+            event = await next_event(ws)
+            assert (event["type"], event["reason"]) == ("error", "invalid")
+            await ws.send(json.dumps({"text": "still here"}))
+            assert (await next_event(ws, "message"))["text"] == "still here"
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert "Traceback" not in server.output()
+
+
+FLOOD = 10_000
+
+
+def test_a_flooding_client_is_closed_and_the_others_are_heard(server: ChatServer) -> None:
+    """One client sends 10,000 messages as fast as it can while another sends 10: the
+    reader gets all 10 (before: 0 to 9 of them, as the flood pushed them out of its
+    queue), and the flooder gets rate_limited errors, then a close with 1008."""
+
+    async def scenario() -> None:
+        url = f"{server.ws_url}/ws/flood"
+        async with AsyncExitStack() as stack:
+            reader = await join(stack, url + "?nick=reader", "reader")
+            good = await join(stack, url + "?nick=good", "good")
+            flood = await join(stack, url + "?nick=flood", "flood")
+            half_sent = asyncio.Event()
+
+            async def flooding() -> int:
+                for i in range(FLOOD):
+                    try:
+                        await flood.send(json.dumps({"text": f"flood {i}"}))
+                    except websockets.ConnectionClosed:
+                        return i
+                    if i == 50:
+                        half_sent.set()
+                return FLOOD
+
+            async def behaving() -> None:
+                await half_sent.wait()
+                for i in range(10):
+                    await good.send(json.dumps({"text": f"good {i}"}))
+                    await asyncio.sleep(0.01)
+
+            async def flood_events() -> tuple[list[str], int | None]:
+                reasons = []
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    async for raw in flood:
+                        event = json.loads(raw)
+                        if event["type"] == "error":
+                            reasons.append(event["reason"])
+                return reasons, flood.close_code
+
+            watching = asyncio.create_task(flood_events())
+            await asyncio.gather(flooding(), behaving())
+            goods: list[str] = []
+            floods = 0
+            while len(goods) < 10:
+                event = await next_event(reader, "message")
+                if event["nick"] == "good":
+                    goods.append(event["text"])
+                else:
+                    floods += 1
+            assert goods == [f"good {i}" for i in range(10)]
+            assert floods <= 15  # its burst (10) and what refilled meanwhile
+            reasons, code = await asyncio.wait_for(watching, TIMEOUT)
+            assert set(reasons) == {"rate_limited"}
+            assert code == 1008
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -72,37 +75,30 @@ def test_unimportable_app_fails() -> None:
     assert result.returncode != 0
 
 
-def test_real_run_serves_the_example_app() -> None:
+@contextlib.contextmanager
+def serving(app: str, *options: str) -> Iterator[int]:
+    """`python -m microasgi run app` in a subprocess, up and answering; yields its port."""
     port = free_port()
     process = subprocess.Popen(
-        [PYTHON, "-m", "microasgi", "run", "examples.hello:app", "--port", str(port)],
+        [PYTHON, "-m", "microasgi", "run", app, "--port", str(port), *options],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MICROASGI_BROADCAST_URL": "memory://"},
     )
     try:
-        url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 15
-        response = None
-        while time.monotonic() < deadline:
+        while True:
             if process.poll() is not None:
                 output = process.stdout.read().decode() if process.stdout else ""
                 pytest.fail(f"server exited early with {process.returncode}:\n{output}")
             try:
-                response = httpx.get(url + "/health", timeout=1)
+                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
                 break
             except httpx.TransportError:
+                assert time.monotonic() < deadline, "the server never answered"
                 time.sleep(0.05)
-        assert response is not None, "the server never answered"
-        assert response.status_code == 200
-        assert response.text == "ok"
-        hello = httpx.get(url + "/hello/world", timeout=2).json()
-        assert hello == {
-            "message": "Hello, world!",
-            "url": f"http://127.0.0.1:{port}/hello/world",
-        }
-        assert httpx.get(url + "/nope", timeout=2).status_code == 404
+        yield port
     finally:
         process.terminate()
         try:
@@ -112,3 +108,102 @@ def test_real_run_serves_the_example_app() -> None:
             process.wait(timeout=5)
         if process.stdout:
             process.stdout.close()
+
+
+def test_real_run_serves_the_example_app() -> None:
+    with serving("examples.hello:app") as port:
+        url = f"http://127.0.0.1:{port}"
+        response = httpx.get(url + "/health", timeout=2)
+        assert response.status_code == 200
+        assert response.text == "ok"
+        hello = httpx.get(url + "/hello/world", timeout=2).json()
+        assert hello == {
+            "message": "Hello, world!",
+            "url": f"http://127.0.0.1:{port}/hello/world",
+        }
+        assert httpx.get(url + "/nope", timeout=2).status_code == 404
+
+
+# -- WebSocket handshakes through the CLI's server ------------------------------------------
+
+KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+UPGRADE = b"Host: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+
+
+def handshake(port: int, request: bytes) -> tuple[bytes, bool]:
+    """Send `request` on a raw socket: the status line answered, and whether the server
+    then closed the connection (a connection left open, unanswered, fails the test)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        data = b""
+        try:
+            while b"\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except TimeoutError:
+            pytest.fail(f"no answer in 5 s to a {len(request)}-byte handshake request")
+        closed = False
+        if not data.startswith(b"HTTP/1.1 101"):
+            try:
+                while chunk := sock.recv(65536):
+                    data += chunk
+                closed = True
+            except TimeoutError:
+                closed = False
+            except ConnectionResetError:
+                closed = True
+    return data.partition(b"\r\n")[0], closed
+
+
+@pytest.fixture(scope="module")
+def chat_port() -> Iterator[int]:
+    with serving("examples.chat:app") as port:
+        yield port
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET /ws/lobby?nick=ann&pad=" + b"a" * 9000 + b" HTTP/1.1\r\n" + UPGRADE + KEY, 414),
+        (b"GET /ws/lobby?nick=ann&pad=" + b"a" * 20000 + b" HTTP/1.1\r\n" + UPGRADE + KEY, 414),
+        (
+            b"GET /ws/lobby?nick=ann HTTP/1.1\r\nX-Big: " + b"b" * 9000 + b"\r\n" + UPGRADE + KEY,
+            431,
+        ),
+        (
+            b"GET /ws/lobby?nick=ann HTTP/1.1\r\n"
+            + b"".join(b"X-H%d: v\r\n" % i for i in range(200))
+            + UPGRADE
+            + KEY,
+            431,
+        ),
+        (b"GET /ws/lobby?nick=ann HTTP/1.1\r\n" + UPGRADE + b"Sec-WebSocket-Key: nope\r\n", 400),
+        (b"GET /ws/lobby?nick=ann HTTP/1.1\r\n" + UPGRADE.replace(b"13", b"8") + KEY, 400),
+    ],
+    ids=["request-line-9k", "request-line-20k", "header-9k", "200-headers", "bad-key", "version"],
+)
+def test_malformed_or_oversized_handshakes_are_answered(
+    chat_port: int, request_bytes: bytes, status: int
+) -> None:
+    """Before, uvicorn's default WebSocket implementation left the first four unanswered
+    with the socket open."""
+    status_line, closed = handshake(chat_port, request_bytes + b"\r\n")
+    assert status_line.startswith(b"HTTP/1.1 %d " % status), status_line
+    assert closed, "the server left the connection open after refusing the handshake"
+
+
+@pytest.mark.integration
+def test_a_valid_handshake_is_still_accepted(chat_port: int) -> None:
+    status_line, _ = handshake(
+        chat_port, b"GET /ws/lobby?nick=ann HTTP/1.1\r\n" + UPGRADE + KEY + b"\r\n"
+    )
+    assert status_line == b"HTTP/1.1 101 Switching Protocols"
+
+
+def test_websocket_protocol_is_ours() -> None:
+    from microasgi.__main__ import websocket_protocol
+
+    assert websocket_protocol() == "microasgi._uvicorn:HandshakeAnsweringProtocol"

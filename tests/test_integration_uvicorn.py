@@ -91,7 +91,7 @@ def build_app(events: list[str], proceed: threading.Event) -> App:
 
 
 @contextlib.contextmanager
-def run_server(app: App, port: int, **options: Any) -> Iterator[uvicorn.Server]:
+def run_server(app: Any, port: int, **options: Any) -> Iterator[uvicorn.Server]:
     """`app` served by uvicorn in a thread on 127.0.0.1:`port` (`options` go to its Config)."""
     settings = {"lifespan": "on", "log_level": "warning", "timeout_keep_alive": 5, **options}
     config = uvicorn.Config(app, host="127.0.0.1", port=port, **settings)

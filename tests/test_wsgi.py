@@ -7,12 +7,15 @@ without a timeout, so a bug shows up as a failure, not a hang.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 import threading
 import time
+import tracemalloc
 import wsgiref.validate
 from collections.abc import Iterable, Iterator
+from http.cookies import SimpleCookie
 from typing import Any
 from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
@@ -25,7 +28,6 @@ from microasgi.testclient import TestClient, WebSocketDenied
 from microasgi.types import Message
 from microasgi.wsgi import ClientDisconnected, WSGIApp, build_environ, default_max_threads
 from microasgi.wsgi._environ import ErrorStream, split_path
-from microasgi.wsgi._input import InputStream
 from tests.helpers import Exchange, MakeClient, body_messages, http_scope, run_app
 
 TEXT = ("Content-Type", "text/plain")
@@ -239,82 +241,89 @@ async def test_app_output_to_wsgi_errors_is_logged(caplog: pytest.LogCaptureFixt
 # -- wsgi.input ---------------------------------------------------------------------------
 
 
-def stream_of(*chunks: bytes) -> InputStream:
-    pieces = iter(chunks)
-    return InputStream(lambda: next(pieces, b""))
+def input_app(seen: dict[str, Any]) -> WSGIApplication:
+    """A WSGI app that reads its body in several ways and keeps what it saw in `seen`."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        stream = environ["wsgi.input"]
+        seen["kind"] = "file" if hasattr(stream, "fileno") and _has_fileno(stream) else "memory"
+        seen["content_length"] = environ.get("CONTENT_LENGTH")
+        seen["reads"] = [stream.read(0), stream.read(2), stream.readline(), stream.readline(3)]
+        seen["readlines"] = stream.readlines()
+        seen["after"] = (stream.read(), stream.read(5), stream.readline())
+        start_response("200 OK", [TEXT])
+        return [b"ok"]
+
+    return app
 
 
-def test_input_read_sizes() -> None:
-    stream = stream_of(b"abc", b"defg", b"h")
-    assert stream.read(0) == b""
-    assert stream.read(2) == b"ab"
-    assert stream.read(3) == b"cde"
-    assert stream.read(4) == b"fgh"  # fewer only at the end
-    assert stream.read(4) == b""
-    assert stream_of(b"abc", b"def").read() == b"abcdef"
-    assert stream_of(b"abc", b"def").read(None) == b"abcdef"
-    assert stream_of(b"abc", b"def").read(-1) == b"abcdef"
-    exact = stream_of(b"1234", b"5678")
-    assert exact.read(4) == b"1234"
-    assert exact.read(4) == b"5678"
-    assert exact.read(4) == b""
-    short = stream_of(b"ab", b"cd", b"e", b"fghij")
-    assert short.read(4) == b"abcd"
-    assert short.read(3) == b"efg"
-    assert short.read(9) == b"hij"
-    assert stream_of(b"a", b"b", b"c", b"d").read(3) == b"abc"
-    last = b"the last piece"
-    assert stream_of(last).read(1024) is last  # handed over, not copied
-
-
-def test_input_readline_readlines_iteration() -> None:
-    body = (b"li", b"ne1\nli", b"ne2\nla", b"st")
-    stream = stream_of(*body)
-    assert stream.readline() == b"line1\n"
-    assert stream.readline(3) == b"lin"
-    assert stream.readline() == b"e2\n"
-    assert stream.readline() == b"last"
-    assert stream.readline() == b""
-    assert stream_of(*body).readlines() == [b"line1\n", b"line2\n", b"last"]
-    assert stream_of(*body).readlines(3) == [b"line1\n"]
-    assert list(stream_of(*body)) == [b"line1\n", b"line2\n", b"last"]
-    assert stream_of(b"a\n\nb\n").readlines() == [b"a\n", b"\n", b"b\n"]
-    assert stream_of(b"abc\n").readline(0) == b""
-
-
-def test_input_at_end_never_reads() -> None:
-    def fail() -> bytes:
-        raise AssertionError("read past the end")
-
-    stream = InputStream(fail, at_end=True)
-    assert (stream.read(), stream.read(5), stream.readline(), stream.readlines()) == (
-        b"",
-        b"",
-        b"",
-        [],
-    )
+def _has_fileno(stream: Any) -> bool:
+    try:
+        stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return False
+    return True
 
 
 @pytest.mark.anyio
-async def test_body_is_pulled_on_demand() -> None:
-    """Each read takes only the messages it needs: a slow reader slows the client."""
-    seen: list[tuple[bytes, int]] = []
-    ex = Exchange(body_messages(b"abc", b"def", b"ghi"))
+@pytest.mark.parametrize(
+    ("spool_threshold", "kind"), [(1024 * 1024, "memory"), (4, "file"), (0, "file")]
+)
+async def test_body_reads_in_memory_and_spooled(spool_threshold: int, kind: str) -> None:
+    """read(n), readline(), readline(n), readlines() and the end, whether the body
+    stayed in memory or went to a temporary file."""
+    seen: dict[str, Any] = {}
+    chunks = (b"ab", b"cd\nline", b"2\n", b"", b"last\nend")
+    headers = [(b"host", b"t"), (b"content-length", b"19")]
+    ex = await run_app(
+        WSGIApp(input_app(seen), spool_threshold=spool_threshold),
+        http_scope("POST", headers=headers),
+        body_messages(*chunks),
+    )
+    assert ex.body == b"ok"
+    assert seen["kind"] == kind
+    assert seen["content_length"] == "19"
+    assert seen["reads"] == [b"", b"ab", b"cd\n", b"lin"]
+    assert seen["readlines"] == [b"e2\n", b"last\n", b"end"]
+    assert seen["after"] == (b"", b"", b"")
+
+
+@pytest.mark.anyio
+async def test_spooled_body_holds_little_memory_and_is_removed() -> None:
+    """Past spool_threshold the body goes to a temporary file in batches: what stays in
+    memory is bounded by the threshold, and the file is closed after the request."""
+    files: list[Any] = []
+    digest: list[str] = []
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        body = environ["wsgi.input"]
-        seen.append((body.read(2), ex.receive_calls))
-        seen.append((body.read(1), ex.receive_calls))
-        seen.append((body.read(2), ex.receive_calls))
-        seen.append((body.read(), ex.receive_calls))
+        stream = environ["wsgi.input"]
+        files.append(stream)
+        sha = hashlib.sha256()
+        for piece in iter(lambda: stream.read(65536), b""):
+            sha.update(piece)
+        digest.append(sha.hexdigest())
         start_response("200 OK", [TEXT])
-        return [b"".join(data for data, _ in seen)]
+        return [b"ok"]
 
-    headers = [(b"host", b"t"), (b"content-length", b"9")]
-    await ex.run(WSGIApp(app), http_scope("POST", headers=headers))
-    assert ex.body == b"abcdefghi"
-    assert [calls for _, calls in seen[:3]] == [1, 1, 2]
-    assert seen[3][1] >= 3
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    messages = body_messages(*[chunk] * 64)  # 4 MiB
+    headers = [(b"host", b"t"), (b"transfer-encoding", b"chunked")]
+    tracemalloc.start()
+    try:
+        ex = await run_app(
+            WSGIApp(app, spool_threshold=256 * 1024, max_body_size=None),
+            http_scope("POST", headers=headers),
+            messages,
+            timeout=20,
+        )
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert ex.body == b"ok"
+    assert digest == [hashlib.sha256(chunk * 64).hexdigest()]
+    assert files[0].closed  # and so removed: a TemporaryFile has no name on disk
+    # The adapter holds at most the threshold plus a chunk in memory, not the 4 MiB.
+    assert peak < 1024 * 1024, peak
 
 
 @pytest.mark.anyio
@@ -634,29 +643,111 @@ async def test_protocol_errors_give_500(kind: str, caplog: pytest.LogCaptureFixt
     assert "WSGI app error" in caplog.text
 
 
+def test_header_values_lose_surrounding_whitespace(make_client: MakeClient) -> None:
+    """RFC 9110 OWS: Django writes Set-Cookie as SimpleCookie's output(header=""), with a
+    leading space, which h11 (uvicorn without httptools) refuses to send at all."""
+    cookie: SimpleCookie = SimpleCookie()
+    cookie["sessionid"] = "abc"
+    cookie["sessionid"]["path"] = "/"
+    django_style = cookie["sessionid"].output(header="")
+    assert django_style.startswith(" ")
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        headers = [
+            TEXT,
+            ("Set-Cookie", django_style),
+            ("X-Tabs", "\t a \t b\t "),
+            ("X-Empty", "   "),
+            ("X-Latin", "caf\xe9\xa0"),  # obs-text is kept, NBSP included
+        ]
+        start_response("200 OK", headers)
+        return [b"ok"]
+
+    with make_client(WSGIApp(app)) as client:
+        response = client.get("/")
+    raw = dict(response.headers.raw)
+    assert raw[b"set-cookie"] == b"sessionid=abc; Path=/"
+    assert raw[b"x-tabs"] == b"a \t b"
+    assert raw[b"x-empty"] == b""
+    assert raw[b"x-latin"] == b"caf\xe9\xa0"
+    assert response.cookies["sessionid"] == "abc"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("1\r\nSet-Cookie: evil=1", "CR, LF or NUL"),
+        ("a\nb", "CR, LF or NUL"),
+        ("a\rb", "CR, LF or NUL"),
+        ("a\x00b", "CR, LF or NUL"),
+        ("a\x0bb", "a control character"),
+        ("a\x7f", "a control character"),
+    ],
+)
+async def test_header_values_with_line_breaks_or_controls_are_refused(
+    value: str, said: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [("X-A", value)])
+        return [b"body"]
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        ex = await run_app(WSGIApp(app))
+    assert ex.status == 500
+    assert [name for name, _ in ex.headers if name == b"x-a"] == []
+    assert f"the WSGI header 'X-A' has {said} in its value" in caplog.text
+
+
+class RefusingServer(Exchange):
+    """A server whose send() raises on http.response.start, as uvicorn's h11 backend does
+    for a header value it will not write (h11.LocalProtocolError)."""
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            raise ValueError("Illegal header value")
+        await super().send(message)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mounted", [False, True], ids=["alone", "mounted"])
+@pytest.mark.parametrize("chunks", [[b"body"], []], ids=["with-body", "empty-body"])
+async def test_a_refused_response_start_is_logged_as_such(
+    mounted: bool, chunks: list[bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    body = Tracked(chunks)
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [TEXT])
+        return body
+
+    wsgi = WSGIApp(app)
+    served: Any = wsgi
+    if mounted:
+        served = App()
+        served.mount("/w", wsgi)
+    with caplog.at_level(logging.DEBUG, logger="microasgi"):
+        ex = await RefusingServer().run(served, http_scope("GET", "/w/" if mounted else "/"))
+    assert ex.sent == []
+    assert body.closed.is_set()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    assert errors[0].getMessage().startswith("WSGI response failed to start")
+    assert errors[0].exc_info is not None and "Illegal header value" in str(errors[0].exc_info[1])
+    assert "after the response started" not in caplog.text
+
+
 # -- client disconnects ---------------------------------------------------------------------
 
 
 @pytest.mark.anyio
-async def test_disconnect_mid_body_is_an_error_on_read_and_nothing_is_answered() -> None:
-    errors: list[BaseException] = []
-    body = Tracked([])
+async def test_disconnect_mid_body_means_no_app_call_and_no_answer() -> None:
+    calls: list[str] = []
 
     def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        def chunks() -> Iterator[bytes]:
-            try:
-                data = environ["wsgi.input"].read()
-            except OSError as exc:
-                errors.append(exc)
-                # An app that carries on and answers anyway: nobody is left to answer.
-                start_response("400 Bad Request", [TEXT])
-                yield b"incomplete upload"
-                return
-            start_response("200 OK", [TEXT])  # pragma: no cover - the bug this test is for
-            yield data  # pragma: no cover
-
-        body.chunks = chunks()
-        return body
+        calls.append(environ["wsgi.input"].read())  # pragma: no cover - the bug
+        start_response("200 OK", [TEXT])  # pragma: no cover
+        return [b"half a body"]  # pragma: no cover
 
     messages = [
         {"type": "http.request", "body": b"abc", "more_body": True},
@@ -664,10 +755,8 @@ async def test_disconnect_mid_body_is_an_error_on_read_and_nothing_is_answered()
     ]
     headers = [(b"host", b"t"), (b"content-length", b"100")]
     ex = await run_app(WSGIApp(app), http_scope("POST", headers=headers), messages)
-    assert len(errors) == 1
-    assert isinstance(errors[0], ClientDisconnected) and isinstance(errors[0], OSError)
+    assert calls == []  # the app cannot mistake half a body for a whole one
     assert ex.sent == []
-    assert body.closed.is_set()
 
 
 class LeavingClient(Exchange):
@@ -714,6 +803,52 @@ async def test_disconnect_mid_response_stops_iteration_and_closes(raise_on_send:
     assert body.produced < 20, body.produced
     assert ex.late <= 3
     assert not completed(ex)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("body", [b"", b"form=data"], ids=["no-body", "unread-body"])
+async def test_http2_client_leaving_a_stream_stops_the_app(body: bytes) -> None:
+    """HTTP/2 servers (hypercorn, granian) send no Content-Length-less "no body" hint and
+    ignore sends once the stream is gone: only the http.disconnect that follows the body
+    tells the adapter, so it must read on after the body even if the app never does."""
+
+    def endless() -> Iterator[bytes]:
+        for _ in range(5000):  # a bound, so a broken adapter fails instead of hanging
+            time.sleep(0.001)
+            yield b"tick\n"
+
+    stream = Tracked(endless())
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        start_response("200 OK", [TEXT])  # streams at once, never reads wsgi.input
+        return stream
+
+    ex = LeavingClient(after=3, raise_on_send=False)
+    ex.messages = body_messages(body) if body else body_messages()
+    scope = http_scope("POST" if body else "GET", http_version="2", headers=[(b"host", b"t")])
+    await ex.run(WSGIApp(app), scope)
+    assert stream.closed.is_set()
+    assert stream.produced < 20, stream.produced
+    assert not completed(ex)
+
+
+@pytest.mark.anyio
+async def test_write_raises_client_disconnected_once_the_client_left() -> None:
+    raised: list[BaseException] = []
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        write = start_response("200 OK", [TEXT])
+        try:
+            for _ in range(5000):
+                write(b"tick\n")
+                time.sleep(0.001)
+        except OSError as exc:
+            raised.append(exc)
+        return []
+
+    await LeavingClient(after=3, raise_on_send=False).run(WSGIApp(app))
+    assert len(raised) == 1
+    assert isinstance(raised[0], ClientDisconnected)
 
 
 @pytest.mark.anyio

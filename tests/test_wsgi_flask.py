@@ -284,20 +284,15 @@ class Probe:
     def __init__(self) -> None:
         self.stream_closed = threading.Event()
         self.chunks_made = 0
-        self.read_error: BaseException | None = None
-        self.read_failed = threading.Event()
+        self.upload_calls = 0
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
         if environ["PATH_INFO"] == "/endless":
             start_response("200 OK", [("Content-Type", "text/plain")])
             return self.endless()
-        try:
-            while environ["wsgi.input"].read(65536):
-                pass
-        except OSError as exc:
-            self.read_error = exc
-            self.read_failed.set()
-            raise
+        self.upload_calls += 1
+        while environ["wsgi.input"].read(65536):
+            pass
         start_response("200 OK", [("Content-Type", "text/plain")])
         return [b"read it all"]
 
@@ -382,7 +377,10 @@ def test_uvicorn_client_leaving_mid_response_stops_the_app(served: tuple[str, Pr
 
 
 @pytest.mark.integration
-def test_uvicorn_client_leaving_mid_upload_fails_the_read(served: tuple[str, Probe]) -> None:
+def test_uvicorn_client_leaving_mid_upload_never_reaches_the_app(
+    served: tuple[str, Probe],
+) -> None:
+    """The body is read before the app gets a thread: half an upload never reaches it."""
     base_url, probe = served
     host, port = base_url.removeprefix("http://").split(":")
     with socket.create_connection((host, int(port)), timeout=5) as sock:
@@ -391,5 +389,7 @@ def test_uvicorn_client_leaving_mid_upload_fails_the_read(served: tuple[str, Pro
             + b"x" * 200_000
         )
         time.sleep(0.2)
-    assert probe.read_failed.wait(5), "the app's read did not fail when the client left"
-    assert isinstance(probe.read_error, OSError)
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        whole = client.post("/probe/upload", content=b"x" * 1_000_000)
+    assert whole.text == "read it all"
+    assert probe.upload_calls == 1  # the whole upload only

@@ -8,7 +8,8 @@
 Pages: ``GET /`` (choose a nickname and a room) and ``GET /rooms/{room}`` (the chat).
 The browser talks to ``/ws/{room}?nick=NAME``: it sends text frames ``{"text": "..."}``
 and receives JSON events: ``message``, ``join``, ``leave``, ``notice`` and ``error``.
-docs/chat.md walks through this file.
+Each connection may send MICROASGI_CHAT_RATE messages a second (default 5), in bursts
+of up to MICROASGI_CHAT_BURST (default 10). docs/chat.md walks through this file.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import string
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,16 @@ from microasgi import (
 )
 from microasgi.broadcast import Broadcast, BroadcastError, Event, Subscriber
 
-__all__ = ["app", "clean_nick", "client_event", "parse_message", "valid_room"]
+__all__ = [
+    "RateLimit",
+    "TokenBucket",
+    "app",
+    "clean_nick",
+    "client_event",
+    "nesting_depth",
+    "parse_message",
+    "valid_room",
+]
 
 logger = logging.getLogger("microasgi.chat")
 
@@ -52,6 +63,11 @@ MAX_TEXT = 2000
 # Longer frames are refused before parsing: 2,000 characters written as \uXXXX
 # escapes take 12,000, and some room is left for the JSON around them.
 MAX_FRAME = 16_384
+# A message is one flat object: deeper nesting is refused before json.loads, which
+# recurses once per level (RecursionError past about 1,000).
+MAX_NESTING = 8
+DEFAULT_RATE = 5.0  # messages a second, per connection
+DEFAULT_BURST = 10
 CHANNEL_PREFIX = "chat:room:"
 LEAVE_TIMEOUT = 5.0  # seconds we try to announce a leave once the client is gone
 
@@ -85,10 +101,46 @@ def clean_nick(raw: str | None) -> str:
     return nick
 
 
+_STRUCTURE = re.compile(r'["\[\]{}]')
+
+
+def nesting_depth(raw: str, stop: int) -> int:
+    """How deeply `[` and `{` nest in `raw` outside JSON strings, counting no further than
+    `stop` + 1. One pass: quotes and brackets are found with C-speed searches, and each
+    backslash before a quote is looked at once. Unbalanced input is measured the same way
+    (json.loads refuses it afterwards).
+    """
+    depth = deepest = position = 0
+    while deepest <= stop:
+        found = _STRUCTURE.search(raw, position)
+        if found is None:
+            break
+        char, position = found.group(), found.end()
+        if char == '"':  # skip the string: to the next quote not escaped by a backslash
+            while True:
+                end = raw.find('"', position)
+                if end < 0:
+                    return deepest  # unterminated: not JSON
+                backslashes = end
+                while backslashes > position and raw[backslashes - 1] == "\\":
+                    backslashes -= 1
+                position = end + 1
+                if (end - backslashes) % 2 == 0:
+                    break
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        else:
+            depth -= 1
+    return deepest
+
+
 def parse_message(raw: str) -> str:
     """The text of a client frame `{"text": "..."}`; ValueError saying what is wrong."""
     if len(raw) > MAX_FRAME:
         raise ValueError(f"the message is longer than {MAX_TEXT} characters")
+    if nesting_depth(raw, MAX_NESTING) > MAX_NESTING:
+        raise ValueError(f"the message nests more than {MAX_NESTING} levels deep")
     try:
         data = json.loads(raw)
     except ValueError:
@@ -102,6 +154,56 @@ def parse_message(raw: str) -> str:
     if not text:
         raise ValueError("the message is empty")
     return text
+
+
+# -- rate limits ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    """How fast one connection may send: `rate` messages a second, `burst` at once."""
+
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
+
+    def __post_init__(self) -> None:
+        if not self.rate > 0 or self.burst < 1:
+            raise ValueError(f"a chat rate limit needs rate > 0 and burst >= 1, not {self}")
+
+    @classmethod
+    def from_environment(cls) -> RateLimit:
+        """From MICROASGI_CHAT_RATE and MICROASGI_CHAT_BURST (ValueError if invalid)."""
+        rate = os.environ.get("MICROASGI_CHAT_RATE", str(DEFAULT_RATE))
+        burst = os.environ.get("MICROASGI_CHAT_BURST", str(DEFAULT_BURST))
+        try:
+            return cls(float(rate), int(burst))
+        except ValueError:
+            raise ValueError(
+                f"MICROASGI_CHAT_RATE={rate!r} and MICROASGI_CHAT_BURST={burst!r}: "
+                "the rate is messages a second (> 0), the burst a whole number (>= 1)"
+            ) from None
+
+    def bucket(self) -> TokenBucket:
+        return TokenBucket(self.rate, self.burst, anyio.current_time())
+
+
+class TokenBucket:
+    """`burst` tokens to start with, `rate` more a second up to `burst`; one per message."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = float(burst)
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        """Take a token if there is one (at time `now`, in seconds)."""
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
 
 
 # -- what goes over the wire ---------------------------------------------------------
@@ -154,6 +256,11 @@ class Outbox:
     async def error(self, text: str, reason: str, **extra: Any) -> None:
         await self.send({"type": "error", "reason": reason, "text": text, **extra})
 
+    async def close(self, code: int, reason: str) -> None:
+        async with self._lock:
+            with contextlib.suppress(OSError):
+                await self.ws.close(code, reason)
+
 
 # -- the app -------------------------------------------------------------------------
 
@@ -161,9 +268,10 @@ class Outbox:
 @asynccontextmanager
 async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
     url = os.environ.get("MICROASGI_BROADCAST_URL", "memory://")
+    rate_limit = RateLimit.from_environment()
     async with Broadcast(url) as broadcast:
         logger.info("chat: messages go through %s://", urlsplit(url).scheme)
-        yield {"broadcast": broadcast}
+        yield {"broadcast": broadcast, "rate_limit": rate_limit}
 
 
 app = App(lifespan=lifespan)
@@ -217,8 +325,10 @@ async def join(request: Request) -> Response:
         nick = clean_nick(nick)
     except ValueError as exc:
         return landing_page(room, nick, f"Invalid nickname: {exc}.", 400)
-    url = request.url_for("room", room=room)
-    return RedirectResponse(f"{url}?{urlencode({'nick': nick})}", 303)
+    # Path-absolute: a URL built from the Host header would send the browser wherever
+    # that header (a client's, or a proxy's) says.
+    path = "/" + request.url_for("room", room=room).path.lstrip("/")
+    return RedirectResponse(f"{path}?{urlencode({'nick': nick})}", 303)
 
 
 @app.get("/rooms/{room}", name="room")
@@ -260,7 +370,8 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
                     "The chat service is unavailable: others may not see that you joined.",
                     "not_delivered",
                 )
-            await receive_messages(ws, broadcast, channel, nick, outbox)
+            limit: RateLimit = ws.state.rate_limit
+            await receive_messages(ws, broadcast, channel, nick, outbox, limit)
             tg.cancel_scope.cancel()  # the client left: stop forwarding
     except BroadcastError as exc:  # subscribe(): Redis is unreachable
         logger.warning("chat: %s: %s", channel, exc)
@@ -284,15 +395,42 @@ async def publish(broadcast: Broadcast, channel: str, data: dict[str, Any]) -> b
 
 
 async def receive_messages(
-    ws: WebSocket, broadcast: Broadcast, channel: str, nick: str, outbox: Outbox
+    ws: WebSocket,
+    broadcast: Broadcast,
+    channel: str,
+    nick: str,
+    outbox: Outbox,
+    limit: RateLimit,
 ) -> None:
-    """Publish what the client sends until it leaves; mistakes are answered to it alone."""
+    """Publish what the client sends until it leaves; mistakes are answered to it alone.
+
+    Every frame takes a token from the connection's bucket, valid or not. A frame that
+    finds none is refused (an error event), and takes one from a second bucket, of the
+    same size and rate: a client that empties that one too, by sending on regardless,
+    is closed with 1008. So one client cannot crowd the others' messages out of the
+    room's queues.
+    """
+    sending, patience = limit.bucket(), limit.bucket()
     while True:
         try:
             raw = await ws.receive_text()
         except WebSocketDisconnect:
             return
         except TypeError:  # a binary frame
+            raw = None
+        now = anyio.current_time()
+        if not sending.take(now):
+            if not patience.take(now):
+                await outbox.close(1008, "sending too fast")
+                return
+            await outbox.error(
+                f"You are sending too fast (at most {limit.rate:g} messages a second): "
+                "this one was not delivered.",
+                "rate_limited",
+                **_text_of(raw),
+            )
+            continue
+        if raw is None:
             await outbox.error('messages are text frames of JSON like {"text": "hello"}', "invalid")
             continue
         try:
@@ -307,6 +445,16 @@ async def receive_messages(
                 "not_delivered",
                 message=text,
             )
+
+
+def _text_of(raw: str | None) -> dict[str, str]:
+    """`{"message": text}` for a refused frame that holds a valid message, else nothing."""
+    if raw is None:
+        return {}
+    try:
+        return {"message": parse_message(raw)}
+    except ValueError:
+        return {}
 
 
 async def forward_events(subscriber: Subscriber, outbox: Outbox, done: anyio.CancelScope) -> None:

@@ -4,8 +4,22 @@
 ``app.mount("/legacy", WSGIApp(flask_app))``. See docs/wsgi.md.
 """
 
-from microasgi.wsgi._app import WSGIApp, default_max_threads
+from microasgi.wsgi._app import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_SEND_TIMEOUT,
+    DEFAULT_SPOOL_THRESHOLD,
+    WSGIApp,
+    default_max_threads,
+)
+from microasgi.wsgi._body import ClientDisconnected
 from microasgi.wsgi._environ import build_environ
-from microasgi.wsgi._input import ClientDisconnected
 
-__all__ = ["ClientDisconnected", "WSGIApp", "build_environ", "default_max_threads"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_SPOOL_THRESHOLD",
+    "ClientDisconnected",
+    "WSGIApp",
+    "build_environ",
+    "default_max_threads",
+]

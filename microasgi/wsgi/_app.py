@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import io
 import logging
 import os
 import re
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, BinaryIO
 from wsgiref.types import WSGIApplication
 
 import anyio
@@ -17,22 +18,35 @@ import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
 
-from microasgi.responses import PlainTextResponse
+from microasgi._context import DEFAULT_MAX_BODY_SIZE, context_of
 from microasgi.types import Message, Receive, Scope, Send
+from microasgi.wsgi._body import ClientDisconnected, SpooledBody
 from microasgi.wsgi._environ import ErrorStream, build_environ
-from microasgi.wsgi._input import ClientDisconnected, InputStream
 
-__all__ = ["WSGIApp", "default_max_threads"]
+__all__ = [
+    "DEFAULT_BODY_TIMEOUT",
+    "DEFAULT_SEND_TIMEOUT",
+    "DEFAULT_SPOOL_THRESHOLD",
+    "WSGIApp",
+    "default_max_threads",
+]
 
 logger = logging.getLogger("microasgi")
 
+DEFAULT_BODY_TIMEOUT = 30.0
+"""Seconds a request body may pause (no piece of it arriving) before the answer is 408."""
+DEFAULT_SEND_TIMEOUT = 60.0
+"""Seconds a response chunk may wait for the client to take it before the client is dropped."""
+DEFAULT_SPOOL_THRESHOLD = 1024 * 1024
+"""Bytes of request body kept in memory; beyond that the body goes to a temporary file."""
 WATCHER_GRACE = 1.0
 """Seconds to wait, after a complete response, for a server to say http.disconnect."""
 
+_UNSET: Any = object()  # max_body_size not given: the App's limit, else the default
 _Gone = tuple[type[BaseException], ...]  # what a bridge call raises once the loop gives up
 _NO_CONTENT = frozenset({204, 304})
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB: not allowed in a field value
 
 
 def default_max_threads() -> int:
@@ -44,19 +58,45 @@ class WSGIApp:
     """Serve the WSGI application `app` (Flask, Django, ...) as an ASGI app.
 
     Each request runs in a worker thread, at most `max_threads` at a time
-    (default `default_max_threads()`); requests beyond that wait, unread, for a
-    thread. The request body streams to `wsgi.input` as the app reads it, and
-    the response streams back chunk by chunk, the thread waiting when the
-    client is slow. Mount it like any ASGI app: ``app.mount("/legacy", WSGIApp(flask_app))``.
+    (default `default_max_threads()`). A request gets its thread only once its
+    whole body has arrived: the body is read first, in memory up to
+    `spool_threshold` bytes and in a temporary file beyond, so a client that
+    sends slowly holds no thread. A body larger than `max_body_size` is
+    answered 413 (by default the limit of the microasgi App this is mounted
+    in, or 10 MiB outside one; None for no limit); a body that stops arriving
+    for `body_timeout` seconds is answered 408. The response streams back
+    chunk by chunk, the thread waiting when the client is slow, at most
+    `send_timeout` seconds per chunk. Mount it like any ASGI app:
+    ``app.mount("/legacy", WSGIApp(flask_app))``.
     """
 
-    def __init__(self, app: WSGIApplication, *, max_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        app: WSGIApplication,
+        *,
+        max_threads: int | None = None,
+        max_body_size: int | None = _UNSET,
+        body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
+        send_timeout: float | None = DEFAULT_SEND_TIMEOUT,
+        spool_threshold: int = DEFAULT_SPOOL_THRESHOLD,
+    ) -> None:
         if max_threads is None:
             max_threads = default_max_threads()
         if max_threads < 1:
             raise ValueError("max_threads must be at least 1")
+        if max_body_size is not _UNSET and max_body_size is not None and max_body_size < 0:
+            raise ValueError("max_body_size must be at least 0 (or None for no limit)")
+        for name, timeout in (("body_timeout", body_timeout), ("send_timeout", send_timeout)):
+            if timeout is not None and timeout <= 0:
+                raise ValueError(f"{name} must be more than 0 (or None for no deadline)")
+        if spool_threshold < 0:
+            raise ValueError("spool_threshold must be at least 0")
         self.app = app
         self.max_threads = max_threads
+        self.max_body_size: int | None = max_body_size
+        self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
+        self.spool_threshold = spool_threshold
         # One limiter per event loop (an app may be served by several, one after the other).
         self._loop_local = anyio.lowlevel.RunVar[tuple[anyio.CapacityLimiter, _Gone]]("wsgi")
 
@@ -74,11 +114,18 @@ class WSGIApp:
             self._loop_local.set(local)
             return local
 
+    def body_limit(self, scope: Scope) -> int | None:
+        """The body size limit for `scope`: our own if given, else the serving App's."""
+        if self.max_body_size is not _UNSET:
+            return self.max_body_size
+        context = context_of(scope)
+        return DEFAULT_MAX_BODY_SIZE if context is None else context.max_body_size
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind == "http":
             limiter, gone = self._for_this_loop()
-            await _Exchange(self.app, scope, receive, send, gone).serve(limiter)
+            await _Exchange(self, scope, receive, send, gone).serve(limiter)
         elif kind == "websocket":
             # WSGI has no WebSockets: refuse the handshake (the server answers 403).
             if (await receive())["type"] == "websocket.connect":
@@ -101,39 +148,35 @@ class WSGIApp:
 class _Exchange:
     """One request, shared by its event-loop side and its worker thread.
 
-    The thread runs the whole WSGI call (app, iteration, close()), so that
-    thread-locals and context variables stay put for the app. It reaches the
-    loop through `anyio.from_thread.run`, and waits there: to pull the next
-    request body chunk, and to hand a response chunk to the server's send().
-    So at most one chunk per request is in flight, and a slow client (a send()
-    that waits for the socket) holds the app back. A loop task watches for a
-    disconnect once the request body has been read. Flags written by one side
-    and read by the other are plain attributes.
+    The loop side reads the whole request body first (`_read_body`), so the
+    app never waits for the client in its thread; then one loop task owns
+    receive() for the rest of the request and watches for the disconnect,
+    whatever the protocol. The thread runs the whole WSGI call (app, iteration,
+    close()), so that thread-locals and context variables stay put for the app.
+    It hands each response chunk to the loop with `anyio.from_thread.run` and
+    waits there until the server's send() has taken it: at most one chunk per
+    request is in flight, and a slow client holds the app back (for at most
+    `send_timeout` per chunk). Flags written by one side and read by the other
+    are plain attributes.
     """
 
-    tg: anyio.abc.TaskGroup
-
     def __init__(
-        self, app: WSGIApplication, scope: Scope, receive: Receive, send: Send, gone: _Gone
+        self, wsgi: WSGIApp, scope: Scope, receive: Receive, send: Send, gone: _Gone
     ) -> None:
-        self.app = app
+        self.app = wsgi.app
+        self.wsgi = wsgi
         self.scope = scope
         self.receive = receive
         self.send = send
         self.gone = gone
         self.errors = ErrorStream()
-        self.environ = environ = build_environ(scope, None, self.errors)
-        self.body_left = _content_length(environ.get("CONTENT_LENGTH"))
-        self.body_done = self.body_left == 0 or (
-            self.body_left is None
-            and "HTTP_TRANSFER_ENCODING" not in environ
-            and scope.get("http_version", "1.1") in ("1.0", "1.1")
-        )  # HTTP/1 without Content-Length or Transfer-Encoding: no body
-        environ["wsgi.input"] = InputStream(self._read_chunk, at_end=self.body_done)
-        self.watching = False  # the disconnect watcher was started
+        self.environ = build_environ(scope, None, self.errors)
+        self.body: BinaryIO | None = None  # wsgi.input, closed by whoever finishes with it
+        self.ran = False  # the thread started the WSGI call (and will close the body)
         self.disconnected = False  # the client is gone: answer nothing more
         self.error: Exception | None = None  # raised by the app, its iterable or close()
         self.loop_error: Exception | None = None  # raised by send() or receive()
+        self.start_failed = False  # the server refused the http.response.start message
         # The response, as the thread sets it. Once headers_sent, it no longer changes.
         self.status: int | None = None
         self.headers: list[tuple[bytes, bytes]] = []
@@ -147,14 +190,16 @@ class _Exchange:
     # -- the event loop side -----------------------------------------------------------
 
     async def serve(self, limiter: anyio.CapacityLimiter) -> None:
-        async with anyio.create_task_group() as tg:
-            self.tg = tg
-            if self.body_done:
-                self._start_watching()
-            await anyio.to_thread.run_sync(self._run, limiter=limiter)
-            with contextlib.suppress(OSError):  # ASGI 2.4: the client is gone
-                await self._finish()
-            if self.watching:
+        body = await self._read_body()
+        if body is None:  # answered (413, 408), or the client left
+            return
+        self.body = self.environ["wsgi.input"] = body
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._watch_disconnect)
+                await anyio.to_thread.run_sync(self._run, limiter=limiter)
+                with contextlib.suppress(OSError):  # ASGI 2.4: the client is gone
+                    await self._finish()
                 if self.completed:
                     # Once the response is complete the server answers receive() with
                     # http.disconnect (ASGI spec), which ends the watcher: cheaper than
@@ -162,18 +207,97 @@ class _Exchange:
                     tg.cancel_scope.deadline = anyio.current_time() + WATCHER_GRACE
                 else:
                     tg.cancel_scope.cancel()
+        finally:
+            if not self.ran:  # cancelled while waiting for a thread
+                body.close()
+        if self.start_failed:
+            # Logged by _send_start. Raising would make an outer error handler report an
+            # error "after the response started", which it did not.
+            return
         if self.loop_error is not None:
             raise self.loop_error
+
+    async def _read_body(self) -> BinaryIO | None:
+        """The whole request body, or None once it was refused or the client left.
+
+        A body over the size limit gets 413 (at once when its Content-Length says
+        so), one that stops arriving for `body_timeout` seconds gets 408. Bytes
+        beyond the Content-Length are dropped. CONTENT_LENGTH is set to the size
+        read, so apps that trust it (Django) also get chunked and HTTP/2 bodies.
+        """
+        environ, wsgi = self.environ, self.wsgi
+        limit = wsgi.body_limit(self.scope)
+        declared = _content_length(environ.get("CONTENT_LENGTH"))
+        if declared is not None and limit is not None and declared > limit:
+            await self._answer(413, f"The request body is larger than {limit} bytes.\n")
+            return None
+        if declared == 0 or (
+            declared is None
+            and "HTTP_TRANSFER_ENCODING" not in environ
+            and self.scope.get("http_version", "1.1") in ("1.0", "1.1")
+        ):  # HTTP/1 without Content-Length or Transfer-Encoding: no body
+            return io.BytesIO()
+        body = SpooledBody(wsgi.spool_threshold)
+        received: BinaryIO | None = None
+        try:
+            left = declared
+            while True:
+                message = await self._receive_body_message()
+                if message is None:
+                    await self._answer(408, "The request body did not arrive in time.\n")
+                    break
+                if message["type"] == "http.disconnect":
+                    self.disconnected = True
+                    break
+                chunk: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
+                if left is not None:
+                    if len(chunk) >= left:  # the rest is beyond Content-Length: dropped
+                        chunk, more = chunk[:left], False
+                    left -= len(chunk)
+                if limit is not None and body.size + len(chunk) > limit:
+                    await self._answer(413, f"The request body is larger than {limit} bytes.\n")
+                    break
+                if chunk:
+                    await body.write(chunk)
+                if not more:
+                    if body.size or declared is not None:
+                        environ["CONTENT_LENGTH"] = str(body.size)
+                    received = await body.finish()
+                    return received
+        finally:
+            if received is None:
+                body.close()
+        return None
+
+    async def _receive_body_message(self) -> Message | None:
+        """The next message, or None if none came within `body_timeout`."""
+        with anyio.move_on_after(self.wsgi.body_timeout):
+            return await self.receive()
+        return None
+
+    async def _answer(self, status: int, text: str, *, close: bool = True) -> None:
+        """Answer `status` with `text` ourselves (for 408 and 413, the body is left unread)."""
+        content = text.encode()
+        headers = [
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", str(len(content)).encode()),
+        ]
+        if close and self.scope.get("http_version", "1.1") in ("1.0", "1.1"):
+            headers.append((b"connection", b"close"))  # the rest of the body is not read
+        with contextlib.suppress(OSError):  # ASGI 2.4: the client is gone
+            await self.send({"type": "http.response.start", "status": status, "headers": headers})
+            await self.send({"type": "http.response.body", "body": content})
 
     async def _send_chunk(self, chunk: bytes) -> None:
         """Send a piece of the body written by the thread (which waits meanwhile)."""
         if self.disconnected:
             raise ClientDisconnected("the client went away during the response")
         try:
-            if not self.started:
-                self.started = True
-                await self.send(self._start_message())
-            await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
+            with anyio.move_on_after(self.wsgi.send_timeout) as deadline:
+                if not self.started:
+                    await self._send_start()
+                await self.send({"type": "http.response.body", "body": chunk, "more_body": True})
         except OSError as exc:  # ASGI 2.4: the client is gone
             self.disconnected = True
             raise ClientDisconnected("the client went away during the response") from exc
@@ -181,10 +305,33 @@ class _Exchange:
             self.loop_error = exc
             self.disconnected = True
             raise ClientDisconnected("the server failed to send the response") from exc
+        if deadline.cancelled_caught:
+            self.disconnected = True
+            logger.info(
+                "WSGI response dropped: the client took no data for %s s (%s %s)",
+                self.wsgi.send_timeout,
+                self.scope["method"],
+                self.scope["path"],
+            )
+            raise ClientDisconnected("the client stopped reading the response")
 
-    def _start_watching(self) -> None:
-        self.watching = True
-        self.tg.start_soon(self._watch_disconnect)
+    async def _send_start(self) -> None:
+        """Send the status and headers. A server that refuses them (say, a header value
+        its HTTP library rejects) is logged here; the request then ends unanswered."""
+        try:
+            await self.send(
+                {"type": "http.response.start", "status": self.status, "headers": self.headers}
+            )
+        except OSError:
+            raise
+        except Exception as exc:
+            self.start_failed = True
+            self._log(
+                "WSGI response failed to start: the server refused its status line or headers",
+                exc,
+            )
+            raise
+        self.started = True
 
     async def _watch_disconnect(self) -> None:
         """Once the body is read, the next message can only be http.disconnect."""
@@ -195,33 +342,11 @@ class _Exchange:
             self.loop_error = exc
         self.disconnected = True
 
-    async def _next_chunk(self) -> bytes:
-        """The next non-empty piece of the request body, b"" at its end."""
-        while not self.body_done:
-            message = await self.receive()
-            if message["type"] == "http.disconnect":
-                self.body_done = self.disconnected = True
-                raise ClientDisconnected("the client went away while sending the request body")
-            chunk: bytes = message.get("body", b"")
-            more = message.get("more_body", False)
-            left = self.body_left
-            if left is not None:
-                if len(chunk) >= left:  # the rest is beyond Content-Length: dropped
-                    chunk, more = chunk[:left], False
-                self.body_left = left - len(chunk)
-            if not more:
-                self.body_done = True
-                self._start_watching()
-            if chunk:
-                return chunk
-        return b""
-
-    def _start_message(self) -> Message:
-        return {"type": "http.response.start", "status": self.status, "headers": self.headers}
-
     async def _finish(self) -> None:
         """Complete the response, answer 500 for an error, or leave it unfinished."""
-        scope, error = self.scope, self.error
+        error = self.error
+        if self.start_failed:  # logged by _send_start
+            return
         if self.disconnected or self.loop_error is not None:
             if error is not None and not isinstance(error, OSError):
                 self._log("WSGI app error after the client went away", error)
@@ -233,17 +358,19 @@ class _Exchange:
                 self._log("WSGI app error after the response started", error)
             else:
                 self._log("WSGI app error", error)
-                await PlainTextResponse("Internal Server Error", 500)(
-                    scope, self.receive, self.send
-                )
+                await self._answer(500, "Internal Server Error", close=False)
                 self.completed = True
             return
         if self.length_left and self.body_allowed:
             self._log(f"WSGI app sent {self.length_left} bytes fewer than its Content-Length")
             return
         if not self.started:
-            self.started = True
-            await self.send(self._start_message())
+            try:
+                await self._send_start()
+            except Exception:
+                if self.start_failed:  # logged by _send_start
+                    return
+                raise
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})
         self.completed = True
 
@@ -254,12 +381,13 @@ class _Exchange:
 
     def _run(self) -> None:
         """The WSGI call: the app, its iterable to the end, and close() whatever happens."""
+        self.ran = True
         iterable: Iterable[bytes] | None = None
         try:
             iterable = self.app(self.environ, self._start_response)
             if isinstance(iterable, (bytes, str)):
                 raise TypeError("a WSGI app must return an iterable of bytes, not bytes or str")
-            if self.disconnected:  # gone while the app worked: do not ask for the body
+            if self.disconnected:  # gone while the app worked: do not iterate
                 return
             for chunk in iterable:
                 self._write(chunk)
@@ -281,16 +409,8 @@ class _Exchange:
                     else:
                         self._log("WSGI iterable close() failed", exc)
             self.errors.flush()
-
-    def _read_chunk(self) -> bytes:
-        try:
-            anyio.from_thread.check_cancelled()
-            return anyio.from_thread.run(self._next_chunk)
-        except ClientDisconnected:
-            raise
-        except self.gone as exc:
-            self.disconnected = True
-            raise ClientDisconnected("the request was cancelled") from exc
+            if self.body is not None:
+                self.body.close()
 
     def _start_response(
         self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
@@ -372,7 +492,13 @@ def _status_code(status: str) -> int:
 
 
 def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], int | None]:
-    """ASGI headers (lowercase names, latin-1) and the Content-Length if one is given."""
+    """ASGI headers (lowercase names, latin-1) and the Content-Length if one is given.
+
+    Values lose the optional whitespace around them (RFC 9110 OWS: Django writes
+    Set-Cookie values with a leading space, which h11 refuses to send). A value
+    with CR, LF or NUL (header injection) or another control character is an
+    error of the app.
+    """
     raw: list[tuple[bytes, bytes]] = []
     length: int | None = None
     for name, value in headers:
@@ -380,10 +506,19 @@ def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, b
             raise TypeError(f"WSGI header names and values are str: {(name, value)!r}")
         if not _TOKEN.fullmatch(name):
             raise ValueError(f"invalid WSGI header name {name!r}")
-        if _BAD_VALUE.search(value):
-            raise ValueError(f"invalid WSGI header value for {name!r}: {value!r}")
+        value = value.strip(" \t")
+        bad = _CONTROL.search(value)
+        if bad is not None:
+            what = "CR, LF or NUL" if bad.group() in "\r\n\x00" else "a control character"
+            raise ValueError(f"the WSGI header {name!r} has {what} in its value: {value!r}")
+        try:
+            encoded = value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(
+                f"the WSGI header {name!r} has a value that is not latin-1: {value!r}"
+            ) from None
         lower = name.lower()
-        raw.append((lower.encode("latin-1"), value.encode("latin-1")))
+        raw.append((lower.encode("latin-1"), encoded))
         if lower == "content-length" and length is None:
-            length = _content_length(value.strip())
+            length = _content_length(value)
     return raw, length
