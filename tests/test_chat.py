@@ -120,7 +120,7 @@ def test_join_form_redirects_to_the_room(client: TestClient) -> None:
     assert response.headers["location"] == "/rooms/lobby?nick=Zo%C3%AB+%F0%9F%99%82"
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "[::1]", "a b", ""])
+@pytest.mark.parametrize("host", ["localhost", "127.0.0.1:8000", "[::1]:9000", "testserver"])
 def test_join_redirect_ignores_the_host_header(client: TestClient, host: str) -> None:
     """Before: Host: evil.example gave Location: http://evil.example/rooms/..."""
     response = client.get(
@@ -131,6 +131,36 @@ def test_join_redirect_ignores_the_host_header(client: TestClient, host: str) ->
     )
     assert response.status_code == 303
     assert response.headers["location"] == "/rooms/lobby?nick=ann"
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:8080", "a b", ""])
+def test_unknown_hosts_are_refused(client: TestClient, host: str) -> None:
+    response = client.get("/join", params={"room": "lobby", "nick": "ann"}, headers={"host": host})
+    assert response.status_code == 400
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        (None, True),  # not a browser
+        ("http://testserver", True),
+        ("https://testserver", True),
+        ("http://evil.example", False),
+        ("http://testserver.evil.example", False),
+        ("null", False),
+    ],
+)
+def test_cross_origin_websockets_are_refused(
+    client: TestClient, origin: str | None, allowed: bool
+) -> None:
+    headers = {"origin": origin} if origin is not None else {}
+    if allowed:
+        with client.websocket_connect("/ws/lobby?nick=ann", headers=headers) as session:
+            assert session.receive_json()["type"] == "join"
+    else:
+        with pytest.raises(WebSocketDenied) as info:
+            client.websocket_connect("/ws/lobby?nick=ann", headers=headers)
+        assert info.value.status_code == 403
 
 
 def test_join_redirect_keeps_the_root_path(make_client: MakeClient) -> None:

@@ -270,13 +270,15 @@ def test_a_client_that_vanishes_without_a_close_frame(server: ChatServer) -> Non
 
 
 def test_join_redirect_ignores_the_host_header(server: ChatServer) -> None:
-    """uvicorn passes any Host header through: the redirect must not be built from it."""
+    """uvicorn passes any Host header through: the redirect must not be built from it,
+    and a host the chat does not serve is refused before it reaches a route."""
     with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client:
-        response = client.get(
-            "/join", params={"room": "lobby", "nick": "ann"}, headers={"host": "evil.example"}
-        )
-    assert response.status_code == 303
-    assert response.headers["location"] == "/rooms/lobby?nick=ann"
+        params = {"room": "lobby", "nick": "ann"}
+        response = client.get("/join", params=params, headers={"host": "localhost:1"})
+        assert response.status_code == 303
+        assert response.headers["location"] == "/rooms/lobby?nick=ann"
+        response = client.get("/join", params=params, headers={"host": "evil.example"})
+        assert response.status_code == 400
 
 
 def test_a_deeply_nested_frame_gets_an_error_event(server: ChatServer) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.services import RedisServer, free_port
+from tests.services import RedisServer, free_port, require
 from tests.test_chat_integration import TIMEOUT, ChatServer, chat_server
 
 pytest.importorskip("redis")
@@ -207,8 +207,7 @@ def worker_pids(port: int) -> set[str]:
 
 def test_workers_share_the_chat(redis_server: RedisServer) -> None:
     """`--workers 2` with redis://: clients on different workers chat with each other."""
-    if shutil.which("ss") is None:
-        pytest.skip("needs ss (iproute2) to see which worker serves which client")
+    require(shutil.which("ss") is not None, "ss", "install iproute2 (apt-get install iproute2)")
     with chat_server(redis_server.url, workers=2) as server:
 
         async def scenario() -> None:
@@ -216,7 +215,7 @@ def test_workers_share_the_chat(redis_server: RedisServer) -> None:
                 # Connections made one after the other tend to land on the same worker:
                 # connect a few at once until both workers have some.
                 peers: list[Peer] = []
-                for batch in range(5):
+                for batch in range(20):
                     peers += await asyncio.gather(
                         *(
                             stack.enter_async_context(
@@ -228,7 +227,7 @@ def test_workers_share_the_chat(redis_server: RedisServer) -> None:
                     if len(worker_pids(server.port)) == 2:
                         break
                 else:
-                    pytest.skip("every connection landed on the same worker")
+                    raise AssertionError("80 connections all landed on the same worker")
 
                 # Joining at the same moment, a client may miss its own join (see
                 # `peer`): wait until a probe reaches everyone, then they are all in.

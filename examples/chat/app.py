@@ -43,6 +43,11 @@ from microasgi import (
     WebSocketDisconnect,
 )
 from microasgi.broadcast import Broadcast, BroadcastError, Event, Subscriber
+from microasgi.middleware import (
+    CrossOriginProtectionMiddleware,
+    Middleware,
+    TrustedHostMiddleware,
+)
 
 __all__ = [
     "RateLimit",
@@ -274,7 +279,23 @@ async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
         yield {"broadcast": broadcast, "rate_limit": rate_limit}
 
 
-app = App(lifespan=lifespan)
+# The host names the chat answers for (400 otherwise), comma-separated in
+# MICROASGI_ALLOWED_HOSTS; "testserver" is the test client's.
+ALLOWED_HOSTS = [
+    host.strip()
+    for host in os.environ.get(
+        "MICROASGI_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1],testserver"
+    ).split(",")
+    if host.strip()
+]
+
+app = App(
+    lifespan=lifespan,
+    middleware=[
+        Middleware(TrustedHostMiddleware, allowed_hosts=ALLOWED_HOSTS),
+        Middleware(CrossOriginProtectionMiddleware),
+    ],
+)
 
 PAGE_HEADERS = {
     # Our own scripts, styles and WebSocket only: nothing inline, nothing from elsewhere.
@@ -349,6 +370,11 @@ async def static(name: str) -> Response:
 @app.websocket("/ws/{room}")
 async def chat_socket(ws: WebSocket, room: str) -> None:
     # Refuse bad input before accepting: the client gets a denied handshake.
+    if not same_origin(ws):
+        # Browsers send Origin with every WebSocket handshake and let any page
+        # open one: without this, another site could read the room's messages.
+        await ws.close(1008, "cross-origin WebSocket refused")
+        return
     if not valid_room(room):
         await ws.close(1008, f"invalid room name: 1 to {MAX_ROOM} letters, digits, _ or -")
         return
@@ -380,6 +406,15 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
         # Shielded: this also runs when the connection is cancelled (server shutdown).
         with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
             await publish(broadcast, channel, {"type": "leave", "nick": nick})
+
+
+def same_origin(ws: WebSocket) -> bool:
+    """True without an Origin (not a browser), or when it names this very host."""
+    origin = ws.headers.get("origin")
+    if origin is None:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == ws.headers.get("host")
 
 
 async def publish(broadcast: Broadcast, channel: str, data: dict[str, Any]) -> bool:
