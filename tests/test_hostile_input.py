@@ -693,3 +693,46 @@ def test_routing_is_linear_in_the_path() -> None:
     assert_linear(lambda n: "/" * n, run, 1000)
     assert_linear(lambda n: "/files/" + "." * n, run, 1000)
     assert_linear(lambda n: "/tree/" + "a/" * n, run, 1000)
+
+
+# -- form bodies: any content type, any bytes ---------------------------------------------
+
+
+def test_the_content_type_parser_is_linear() -> None:
+    import multipart
+
+    parse = multipart.parse_options_header
+    assert_linear(lambda n: "multipart/form-data; " + 'a="' * n, parse, 4000)
+    assert_linear(lambda n: "x;" + " a=b;" * n, parse, 2000)
+    assert_linear(lambda n: 'x; filename="' + '\\"' * n, parse, 4000)
+    assert_linear(lambda n: "x; " + ";" * n, parse, 4000)
+
+
+@given(content_type=st.text(max_size=80), body=st.binary(max_size=300))
+@FAST
+def test_any_form_body_gets_a_documented_answer(content_type: str, body: bytes) -> None:
+    async def run() -> Any:
+        headers = [(b"content-type", content_type.encode("utf-8", "replace"))]
+        return await run_app(
+            form_app(), http_scope("POST", "/form", headers=headers), body_messages(body)
+        )
+
+    assert anyio.run(run).status in (200, 400, 413, 415)
+
+
+@given(st.binary(max_size=400), st.lists(st.integers(min_value=1, max_value=50), max_size=8))
+@FAST
+def test_any_multipart_bytes_in_any_chunks_get_a_documented_answer(
+    body: bytes, cuts: list[int]
+) -> None:
+    chunks, position = [], 0
+    for cut in cuts:
+        chunks.append(body[position : position + cut])
+        position += cut
+    chunks.append(body[position:])
+
+    async def run() -> Any:
+        scope = http_scope("POST", "/form", headers=MULTIPART)
+        return await run_app(form_app(), scope, body_messages(*[c for c in chunks if c] or [b""]))
+
+    assert anyio.run(run).status in (200, 400, 413)
