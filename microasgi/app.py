@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from microasgi._context import (
@@ -16,7 +16,7 @@ from microasgi._errors import ErrorHandler, guarded, log_after_start
 from microasgi._lifespan import Lifespan, serve_lifespan
 from microasgi._stack import Middleware
 from microasgi.datastructures import State
-from microasgi.routing import DEFAULT_MAX_PATH_LENGTH, BaseRoute, Mount, Routed, Router
+from microasgi.routing import DEFAULT_MAX_PATH_LENGTH, BaseRoute, Routed, Router
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = ["App"]
@@ -114,63 +114,6 @@ class App(Routed):
         context = own if parent.router is None else own.replace(router=parent.router)
         self._nested = (parent, context)
         return context
-
-    # -- the parts of the router users reach through the app --------------------------
-
-    @property
-    def routes(self) -> list[BaseRoute]:
-        return self.router.routes
-
-    def route(
-        self, path: str, methods: Collection[str] | None = None, **options: Any
-    ) -> Callable[[F], F]:
-        return self.router.route(path, methods, **options)
-
-    def get(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.get(path, **options)
-
-    def post(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.post(path, **options)
-
-    def put(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.put(path, **options)
-
-    def patch(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.patch(path, **options)
-
-    def delete(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.delete(path, **options)
-
-    def head(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.head(path, **options)
-
-    def options(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.options(path, **options)
-
-    def websocket(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.router.websocket(path, **options)
-
-    def mount(
-        self,
-        path: str,
-        app: ASGIApp,
-        *,
-        name: str | None = None,
-        middleware: Sequence[Middleware] | None = None,
-    ) -> Mount:
-        """Serve `app` (an App, a Router or any ASGI app) under `path`."""
-        return self.router.mount(path, app, name=name, middleware=middleware)
-
-    def background_task(self, func: F) -> F:
-        """Decorator: run the coroutine `func(state)` from startup until shutdown.
-
-        It gets the lifespan state; it is cancelled at shutdown before the
-        lifespan exits, and an exception it raises is logged on ``microasgi``.
-        """
-        return self.router.background_task(func)
-
-    def url_path_for(self, name: str, /, **params: Any) -> str:
-        return self.router.url_path_for(name, **params)
 
     # -- errors and middleware -----------------------------------------------------------
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from microasgi._concurrency import describe
 from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
@@ -229,13 +230,105 @@ class WebSocketRoute(_EndpointRoute):
         return f"WebSocketRoute({self.path!r}, {describe(self.endpoint)}, name={self.name!r})"
 
 
-class Routed:
+class _Decorate(Protocol):
+    def __call__(self, path: str, **options: Any) -> Callable[[F], F]: ...
+
+
+class _MethodDecorator:
+    """`app.get(path, **options)` and its siblings: `route(path, [method], **options)`."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+    def __get__(self, registry: _Registration, owner: type | None = None) -> _Decorate:
+        return functools.partial(registry.route, methods=[self.method])
+
+
+class _Registration:
+    """What App and Router share to register routes: every way ends in `add()`."""
+
+    @property
+    def background_tasks(self) -> list[Callable[..., Any]]:
+        """Coroutines registered with `@background_task`."""
+        raise NotImplementedError
+
+    def add(self, route: BaseRoute) -> BaseRoute:
+        """Add any route object; decorators and `mount` end up here."""
+        raise NotImplementedError
+
+    def add_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> Route:
+        route = Route(path, endpoint, **options)
+        self.add(route)
+        return route
+
+    def add_websocket_route(
+        self, path: str, endpoint: Callable[..., Any], **options: Any
+    ) -> WebSocketRoute:
+        route = WebSocketRoute(path, endpoint, **options)
+        self.add(route)
+        return route
+
+    def mount(
+        self,
+        path: str,
+        app: ASGIApp,
+        *,
+        name: str | None = None,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> Mount:
+        """Serve `app` (an App, a Router or any ASGI app) under `path`."""
+        route = Mount(path, app, name=name, middleware=middleware)
+        self.add(route)
+        return route
+
+    def route(
+        self, path: str, methods: Collection[str] | None = None, **options: Any
+    ) -> Callable[[F], F]:
+        """Decorator: an endpoint for `methods` (GET by default) at `path`."""
+
+        def decorator(func: F) -> F:
+            self.add_route(path, func, methods=methods, **options)
+            return func
+
+        return decorator
+
+    get = _MethodDecorator("GET")
+    post = _MethodDecorator("POST")
+    put = _MethodDecorator("PUT")
+    patch = _MethodDecorator("PATCH")
+    delete = _MethodDecorator("DELETE")
+    head = _MethodDecorator("HEAD")
+    options = _MethodDecorator("OPTIONS")
+
+    def websocket(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Decorator: a WebSocket endpoint at `path`."""
+
+        def decorator(func: F) -> F:
+            self.add_websocket_route(path, func, **options)
+            return func
+
+        return decorator
+
+    def background_task(self, func: F) -> F:
+        """Decorator: run `func(state)` for the app's lifetime (see docs/lifespan.md)."""
+        self.background_tasks.append(func)
+        return func
+
+
+class Routed(_Registration):
     """Base class of apps built around a microasgi Router (App): a Mount knows
     them as ours (their lifespan runs with the parent's, they answer their own
     errors, their router resolves names below the mount)."""
 
     router: Router
     lifespan_state: dict[str, Any] | None = None
+
+    def add(self, route: BaseRoute) -> BaseRoute:
+        return self.router.add(route)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        return self.router.routes
 
     @property
     def lifespan_context(self) -> Lifespan | None:
@@ -247,6 +340,10 @@ class Routed:
 
     def lifespan_children(self) -> Iterable[LifespanOwner]:
         return self.router.lifespan_children()
+
+    def url_path_for(self, name: str, /, **params: Any) -> str:
+        """The path of the route called `name` (``"mount:name"`` inside named mounts)."""
+        return self.router.url_path_for(name, **params)
 
 
 class Mount(BaseRoute):
@@ -338,7 +435,7 @@ def _route_path(path: str, root: str) -> str:
 DEFAULT_MAX_PATH_LENGTH = 8192
 
 
-class Router:
+class Router(_Registration):
     """Dispatches scopes to routes. Usable alone as an ASGI app, or mounted.
 
     A request path longer than `max_path_length` characters is answered with
@@ -359,7 +456,7 @@ class Router:
         self.max_path_length = max_path_length
         self.lifespan_context = lifespan
         self.lifespan_state: dict[str, Any] | None = None
-        self.background_tasks: list[Callable[..., Any]] = []
+        self._background_tasks: list[Callable[..., Any]] = []
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
         self._lookup = self._trie.lookup  # bound once, for the dispatch hot path
         self.middleware = list(middleware or [])
@@ -377,76 +474,9 @@ class Router:
         self._trie.insert(route.template, route, prefix=route.is_mount)
         return route
 
-    def add_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> Route:
-        route = Route(path, endpoint, **options)
-        self.add(route)
-        return route
-
-    def add_websocket_route(
-        self, path: str, endpoint: Callable[..., Any], **options: Any
-    ) -> WebSocketRoute:
-        route = WebSocketRoute(path, endpoint, **options)
-        self.add(route)
-        return route
-
-    def mount(
-        self,
-        path: str,
-        app: ASGIApp,
-        *,
-        name: str | None = None,
-        middleware: Sequence[Middleware] | None = None,
-    ) -> Mount:
-        """Serve `app` (an App, a Router or any ASGI app) under `path`."""
-        route = Mount(path, app, name=name, middleware=middleware)
-        self.add(route)
-        return route
-
-    def route(
-        self, path: str, methods: Collection[str] | None = None, **options: Any
-    ) -> Callable[[F], F]:
-        """Decorator: an endpoint for `methods` (GET by default) at `path`."""
-
-        def decorator(func: F) -> F:
-            self.add_route(path, func, methods=methods, **options)
-            return func
-
-        return decorator
-
-    def get(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["GET"], **options)
-
-    def post(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["POST"], **options)
-
-    def put(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["PUT"], **options)
-
-    def patch(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["PATCH"], **options)
-
-    def delete(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["DELETE"], **options)
-
-    def head(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["HEAD"], **options)
-
-    def options(self, path: str, **options: Any) -> Callable[[F], F]:
-        return self.route(path, ["OPTIONS"], **options)
-
-    def websocket(self, path: str, **options: Any) -> Callable[[F], F]:
-        """Decorator: a WebSocket endpoint at `path`."""
-
-        def decorator(func: F) -> F:
-            self.add_websocket_route(path, func, **options)
-            return func
-
-        return decorator
-
-    def background_task(self, func: F) -> F:
-        """Decorator: run `func(state)` for the app's lifetime (see docs/lifespan.md)."""
-        self.background_tasks.append(func)
-        return func
+    @property
+    def background_tasks(self) -> list[Callable[..., Any]]:
+        return self._background_tasks
 
     def lifespan_children(self) -> Iterable[LifespanOwner]:
         """The Apps and Routers mounted here (their lifespans run with this one's)."""

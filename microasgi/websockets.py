@@ -29,6 +29,20 @@ class WebSocketDisconnect(Exception):
         )
 
 
+_WRONG_KIND = {
+    "text": "expected a text message, received a binary one",
+    "bytes": "expected a binary message, received a text one",
+}
+
+
+def _payload(message: Message, kind: str) -> Any:
+    """The message's "text" or "bytes"; the other kind of message is a TypeError."""
+    payload = message.get(kind)
+    if payload is None:
+        raise TypeError(_WRONG_KIND[kind])
+    return payload
+
+
 class WebSocket(HTTPConnection):
     """One WebSocket connection.
 
@@ -140,21 +154,13 @@ class WebSocket(HTTPConnection):
 
     async def receive_text(self) -> str:
         """The next text message; a binary one raises TypeError."""
-        message = await self._receive_data()
-        text = message.get("text")
-        if text is None:
-            raise TypeError("expected a text message, received a binary one")
-        result: str = text
-        return result
+        text: str = _payload(await self._receive_data(), "text")
+        return text
 
     async def receive_bytes(self) -> bytes:
         """The next binary message; a text one raises TypeError."""
-        message = await self._receive_data()
-        data = message.get("bytes")
-        if data is None:
-            raise TypeError("expected a binary message, received a text one")
-        result: bytes = data
-        return result
+        data: bytes = _payload(await self._receive_data(), "bytes")
+        return data
 
     async def receive_json(self, mode: str = "text") -> Any:
         """The next message parsed as JSON.
@@ -168,25 +174,19 @@ class WebSocket(HTTPConnection):
         data: str | bytes = await (self.receive_text() if mode == "text" else self.receive_bytes())
         return decode_json(data)
 
-    async def iter_text(self) -> AsyncIterator[str]:
+    def iter_text(self) -> AsyncIterator[str]:
         """Text messages until the client disconnects; a binary one raises TypeError."""
-        self._check_can_receive()
-        with contextlib.suppress(WebSocketDisconnect):  # too big: closed with 1009
-            while (message := await self.receive())["type"] != "websocket.disconnect":
-                text = message.get("text")
-                if text is None:
-                    raise TypeError("expected a text message, received a binary one")
-                yield text
+        return self._iter_payloads("text")
 
-    async def iter_bytes(self) -> AsyncIterator[bytes]:
+    def iter_bytes(self) -> AsyncIterator[bytes]:
         """Binary messages until the client disconnects; a text one raises TypeError."""
+        return self._iter_payloads("bytes")
+
+    async def _iter_payloads(self, kind: str) -> AsyncIterator[Any]:
         self._check_can_receive()
         with contextlib.suppress(WebSocketDisconnect):  # too big: closed with 1009
             while (message := await self.receive())["type"] != "websocket.disconnect":
-                data = message.get("bytes")
-                if data is None:
-                    raise TypeError("expected a binary message, received a text one")
-                yield data
+                yield _payload(message, kind)
 
     async def iter_json(self) -> AsyncIterator[Any]:
         """JSON messages until the client disconnects."""

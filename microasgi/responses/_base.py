@@ -15,16 +15,6 @@ from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
 from microasgi.types import Receive, Scope, Send
 
-__all__ = [
-    "HTMLResponse",
-    "JSONResponse",
-    "PlainTextResponse",
-    "RedirectResponse",
-    "Response",
-    "send_body",
-    "to_response",
-]
-
 
 def _has_no_body(status_code: int) -> bool:
     return status_code < 200 or status_code in (204, 304)
@@ -52,8 +42,12 @@ class Response:
         if media_type is not None:
             self._set_media_type(media_type)
         self.background = background
-        self.body = b"" if _has_no_body(status_code) else self.render(content)
-        self.raw_headers = self._init_headers(headers, len(self.body))
+        self.raw_headers = self._init_headers(headers, self._take(content))
+
+    def _take(self, content: Any) -> int | None:
+        """Keep the content; returns the Content-Length (None: not known in advance)."""
+        self.body = b"" if _has_no_body(self.status_code) else self.render(content)
+        return len(self.body)
 
     def _set_media_type(self, media_type: str) -> None:
         self.media_type = media_type

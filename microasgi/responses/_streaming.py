@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import anyio
 import anyio.to_thread
 
-from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response
 from microasgi.types import Receive, Scope, Send
 
@@ -22,26 +21,19 @@ ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
 class StreamingResponse(Response):
     """A body sent chunk by chunk as an (async or sync) iterable produces it.
 
-    Sync iterables are advanced in a worker thread. When the client goes away
+    `StreamingResponse(content, status_code=200, headers=None, media_type=None,
+    background=None)`, `content` an iterable of str or bytes chunks; there is
+    no Content-Length. Sync iterables are advanced in a worker thread. When the client goes away
     the iteration stops and the iterator is closed (`aclose()` / `close()`),
     so `finally:` blocks in generators run; background tasks then do not run.
     """
 
-    def __init__(
-        self,
-        content: ContentStream,
-        status_code: int = 200,
-        headers: Mapping[str, str] | None = None,
-        media_type: str | None = None,
-        background: BackgroundTask | None = None,
-    ) -> None:
-        self.status_code = status_code
-        if media_type is not None:
-            self._set_media_type(media_type)
-        self.background = background
+    body_iterator: ContentStream
+
+    def _take(self, content: ContentStream) -> int | None:
         self.body = b""
         self.body_iterator = content
-        self.raw_headers = self._init_headers(headers, None)
+        return None  # sent with chunked encoding (HTTP/1.1) or its HTTP/2 framing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         iterator = _aiter_chunks(self.body_iterator)

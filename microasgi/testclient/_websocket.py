@@ -14,7 +14,7 @@ import httpx
 
 from microasgi.testclient._core import DEFAULT_TIMEOUT, Core, stream_pair
 from microasgi.types import Message
-from microasgi.websockets import WebSocketDisconnect
+from microasgi.websockets import WebSocketDisconnect, _payload
 
 #: How long a disconnect may sit unread before the handler counts as not
 #: listening and is cancelled (a handler that reads it gets `timeout` to finish).
@@ -118,17 +118,11 @@ class AsyncWebSocketSession:
         return message
 
     async def receive_text(self, timeout: float | None = DEFAULT_TIMEOUT) -> str:
-        message = await self.receive(timeout)
-        if message.get("text") is None:
-            raise TypeError("expected a text message, received a binary one")
-        text: str = message["text"]
+        text: str = _payload(await self.receive(timeout), "text")
         return text
 
     async def receive_bytes(self, timeout: float | None = DEFAULT_TIMEOUT) -> bytes:
-        message = await self.receive(timeout)
-        if message.get("bytes") is None:
-            raise TypeError("expected a binary message, received a text one")
-        data: bytes = message["bytes"]
+        data: bytes = _payload(await self.receive(timeout), "bytes")
         return data
 
     async def receive_json(
