@@ -10,6 +10,7 @@ which may be anybody's application.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from microasgi.types import Receive, Scope, Send, WebSocketState
@@ -59,6 +60,8 @@ class ErrorResponder(Protocol):
         connection: Any = None,
     ) -> None: ...
 
+    async def response_for(self, exc: Exception, request: Any) -> Any: ...
+
     async def after_send(
         self, exc: Exception, scope: Scope, receive: Receive, send: Send, sent: str | None
     ) -> None: ...
@@ -84,6 +87,8 @@ class AppContext:
     max_body_size: int | None = DEFAULT_MAX_BODY_SIZE
     max_message_size: int | None = DEFAULT_MAX_MESSAGE_SIZE
     max_cookie_size: int | None = DEFAULT_MAX_COOKIE_SIZE
+    #: Function middleware, `async def mw(request, call_next) -> response`, outermost first.
+    http_middleware: tuple[Callable[..., Any], ...] = ()
 
     def replace(self, **changes: Any) -> AppContext:
         return dataclasses.replace(self, **changes)

@@ -104,26 +104,26 @@ class ErrorHandler:
         if started:
             log_after_start(exc, scope)
             return
+        if connection is None:
+            connection = Request(scope, receive, send)
+        response = await self.response_for(exc, connection)
+        await response(scope, receive, send)
+
+    async def response_for(self, exc: Exception, request: Request) -> Response:
+        """The response for `exc` (not a ClientDisconnect): the handler's, or the default."""
         handler = self._lookup(exc)
-        response: Response | None = None
         if handler is not None:
-            if connection is None:
-                connection = Request(scope, receive, send)
             try:
-                result = await call_user(handler, is_async_callable(handler), connection, exc)
-                response = to_response(result, handler)
+                result = await call_user(handler, is_async_callable(handler), request, exc)
+                return to_response(result, handler)
             except Exception as handler_exc:
                 logger.error("Exception handler %r failed", handler, exc_info=handler_exc)
                 exc = handler_exc
-        if response is None:
-            if isinstance(exc, HTTPException):
-                response = http_exception_response(exc)
-            else:
-                logger.error(
-                    "Exception in %s %s", scope.get("method"), scope.get("path"), exc_info=exc
-                )
-                response = self._server_error(exc)
-        await response(scope, receive, send)
+        if isinstance(exc, HTTPException):
+            return http_exception_response(exc)
+        scope = request.scope
+        logger.error("Exception in %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+        return self._server_error(exc)
 
     def _server_error(self, exc: Exception) -> Response:
         if self.debug:

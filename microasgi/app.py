@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, overload
 
+from microasgi._concurrency import describe, is_async_callable
 from microasgi._context import (
     CONTEXT_KEY,
     DEFAULT_MAX_BODY_SIZE,
@@ -80,6 +81,8 @@ class App(Routed):
             max_path_length=max_path_length,
         )
         self.user_middleware: list[Middleware] = list(middleware or [])
+        # Function middleware (`@app.middleware`), outermost first.
+        self.http_middleware: list[Callable[..., Any]] = []
         self.exception_handlers: dict[int | type[BaseException], Callable[..., Any]] = dict(
             exception_handlers or {}
         )
@@ -102,6 +105,7 @@ class App(Routed):
             max_body_size=self.max_body_size,
             max_message_size=self.max_message_size,
             max_cookie_size=self.max_cookie_size,
+            http_middleware=tuple(self.http_middleware),
         )
         self._nested = None
         return self._context
@@ -111,7 +115,11 @@ class App(Routed):
         nested = self._nested
         if nested is not None and nested[0] is parent:
             return nested[1]
-        context = own if parent.router is None else own.replace(router=parent.router)
+        # The parent's function middleware run around ours, as its ASGI middleware do.
+        context = own.replace(
+            router=parent.router or own.router,
+            http_middleware=parent.http_middleware + own.http_middleware,
+        )
         self._nested = (parent, context)
         return context
 
@@ -130,6 +138,33 @@ class App(Routed):
             return func
 
         return decorator
+
+    @overload
+    def middleware(self, func: F, /) -> F: ...
+
+    @overload
+    def middleware(self, kind: str, /) -> Callable[[F], F]: ...
+
+    def middleware(self, func_or_kind: F | str, /) -> F | Callable[[F], F]:
+        """Decorator: a function middleware, `async def mw(request, call_next)`.
+
+        It runs in the endpoint's own task, around every HTTP request this app's
+        routes (or its router, for 404s and 405s) answer, and it becomes the
+        outermost function middleware. `call_next(request)` returns the
+        endpoint's Response, or the error response for what it raised, before
+        anything is sent; the middleware returns that response (maybe changed)
+        or another one. `@app.middleware("http")` works too, as in Starlette.
+        """
+        if isinstance(func_or_kind, str):
+            if func_or_kind != "http":
+                raise ValueError('function middleware are for "http" only')
+            return self.middleware
+        func = func_or_kind
+        if not is_async_callable(func):
+            raise TypeError(f"function middleware {describe(func)} must be an async def")
+        self._check_not_started("add middleware")
+        self.http_middleware.insert(0, func)
+        return func
 
     def add_middleware(self, cls: Any, /, *args: Any, **options: Any) -> None:
         """Add a middleware around everything added so far (it becomes the outermost)."""

@@ -13,11 +13,12 @@ from microasgi._errors import DEFAULT_ERRORS, errors_for, guarded
 from microasgi._json import encode_json
 from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
 from microasgi._paths import NoMatchFound, PathTemplate, SegmentTrie
+from microasgi._pipeline import Chain, Respond, compose, respond
 from microasgi._stack import Middleware
 from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.requests import Request
-from microasgi.responses import RedirectResponse
+from microasgi.responses import RedirectResponse, Response
 from microasgi.responses._base import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, send_body, to_response
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketState
@@ -133,9 +134,14 @@ class Route(_EndpointRoute):
         if "GET" in wanted:
             wanted.add("HEAD")
         self.methods = frozenset(wanted)
+        self._composed: tuple[Chain, Respond] | None = None
         super().__init__(path, endpoint, name, middleware, Request, max_body_size=max_body_size)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        context = scope.get(CONTEXT_KEY)
+        if context is not None and context.http_middleware:
+            await self._handle_through(context.http_middleware, scope, receive, send)
+            return
         call = self._call
         params = scope["path_params"]
         request: Request | None = None  # built only for an endpoint that takes it
@@ -163,12 +169,7 @@ class Route(_EndpointRoute):
                         response = to_response(result, self.endpoint)
                 else:
                     request = Request(scope, receive, send)
-                    result, background = await call(request, params)
-                    response = to_response(result, self.endpoint)
-                    if background is not None and background.tasks:
-                        if response.background is not None:
-                            background.tasks.insert(0, response.background)
-                        response.background = background
+                    response = await self._produce(request)
             except Exception as exc:
                 # Nothing has been sent yet: answer here, inside any middleware
                 # (which sees the answer go by), with the endpoint's own request.
@@ -181,6 +182,30 @@ class Route(_EndpointRoute):
         finally:
             if request is not None and request._form is not None:
                 await request.close()  # uploaded files go away with the request
+
+    async def _produce(self, request: Request) -> Response:
+        """The endpoint's response to `request` (the general way to call it)."""
+        result, background = await self._call(request, request.scope["path_params"])
+        response = to_response(result, self.endpoint)
+        if background is not None and background.tasks:
+            if response.background is not None:
+                background.tasks.insert(0, response.background)
+            response.background = background
+        return response
+
+    async def _handle_through(
+        self, chain: Chain, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """The request through the app's function middleware, then the endpoint."""
+        composed = self._composed
+        if composed is None or composed[0] is not chain:  # one app serves a route, nearly always
+            composed = self._composed = (chain, compose(chain, self._produce))
+        request = Request(scope, receive, send)
+        try:
+            await respond(composed[1], scope, receive, send, request)
+        finally:
+            if request._form is not None:
+                await request.close()
 
     def __repr__(self) -> str:
         methods = sorted(self.methods)
@@ -542,8 +567,10 @@ class Router(_Registration):
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008, "reason": "path too long"})
             return
-        exc = HTTPException(414, f"Request path longer than {self.max_path_length} characters")
-        await errors_for(scope).http_error(exc, scope, receive, send)
+        limit = self.max_path_length
+        await _answer(
+            scope, receive, send, HTTPException(414, f"Request path longer than {limit} characters")
+        )
 
     async def _no_match(
         self,
@@ -557,12 +584,14 @@ class Router(_Registration):
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1000, "reason": ""})
             return
-        errors = errors_for(scope)
+        await _answer(scope, receive, send, self._miss(scope, path, method, allowed))
+
+    def _miss(
+        self, scope: Scope, path: str, method: str, allowed: frozenset[str]
+    ) -> HTTPException | Response:
+        """What a path no route takes gets: 400, a slash redirect, 405, 426 or 404."""
         if not path.startswith("/"):
-            await errors.http_error(
-                HTTPException(400, "Invalid request path"), scope, receive, send
-            )
-            return
+            return HTTPException(400, "Invalid request path")
         if self.redirect_slashes and path != "/":
             other = path[:-1] if path.endswith("/") else path + "/"
             if not other.startswith("//") and self._trie.lookup(other, method)[0] is not None:
@@ -570,15 +599,40 @@ class Router(_Registration):
                 query = scope.get("query_string", b"")
                 if query:
                     location += "?" + query.decode("latin-1")
-                await RedirectResponse(location, status_code=307)(scope, receive, send)
-                return
+                return RedirectResponse(location, status_code=307)
         http_methods = allowed - {_WEBSOCKET}
         if http_methods:
-            exc = HTTPException(405, headers={"Allow": ", ".join(sorted(http_methods))})
-        elif allowed:
-            exc = HTTPException(
+            return HTTPException(405, headers={"Allow": ", ".join(sorted(http_methods))})
+        if allowed:
+            return HTTPException(
                 426, "This endpoint only speaks WebSocket", headers={"Upgrade": "websocket"}
             )
-        else:
-            exc = HTTPException(404)
-        await errors.http_error(exc, scope, receive, send)
+        return HTTPException(404)
+
+
+class _Constant:
+    """The innermost step of a chain for a request no route takes: a fixed answer."""
+
+    __slots__ = ("answer",)
+
+    def __init__(self, answer: HTTPException | Response) -> None:
+        self.answer = answer
+
+    async def __call__(self, request: Request) -> Response:
+        if isinstance(self.answer, HTTPException):
+            raise self.answer
+        return self.answer
+
+
+async def _answer(
+    scope: Scope, receive: Receive, send: Send, answer: HTTPException | Response
+) -> None:
+    """Send the router's own answer, through the app's function middleware if any."""
+    context = scope.get(CONTEXT_KEY)
+    if context is not None and context.http_middleware:
+        composed = compose(context.http_middleware, _Constant(answer))
+        await respond(composed, scope, receive, send, Request(scope, receive, send))
+    elif isinstance(answer, HTTPException):
+        await errors_for(scope).http_error(answer, scope, receive, send)
+    else:
+        await answer(scope, receive, send)

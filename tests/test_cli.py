@@ -127,7 +127,9 @@ def test_real_run_serves_the_example_app() -> None:
 # -- WebSocket handshakes through the CLI's server ------------------------------------------
 
 KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-UPGRADE = b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+UPGRADE = (
+    b"Host: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+)
 
 
 def handshake(port: int, request: bytes) -> tuple[bytes, bool]:
