@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -13,7 +13,9 @@ from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response
 from microasgi.types import Receive, Scope, Send
 
-__all__ = ["StreamingResponse"]
+__all__ = ["StreamingResponse", "aiter_items", "unwrap_single_error"]
+
+T = TypeVar("T")
 
 
 ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
@@ -44,7 +46,7 @@ class StreamingResponse(Response):
         self.raw_headers = self._init_headers(headers, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = _aiter_chunks(self.body_iterator)
+        iterator = aiter_items(self.body_iterator)
         completed = False
         try:
             await send(
@@ -58,7 +60,7 @@ class StreamingResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
                 completed = True
             else:
-                with _unwrap_single_error():
+                with unwrap_single_error():
                     async with anyio.create_task_group() as tg:
 
                         async def watch_disconnect() -> None:
@@ -92,7 +94,7 @@ class StreamingResponse(Response):
 
 
 @contextmanager
-def _unwrap_single_error() -> Iterator[None]:
+def unwrap_single_error() -> Iterator[None]:
     """Let the iterator's own exception out of the task group, not an ExceptionGroup."""
     try:
         yield
@@ -109,8 +111,11 @@ def _next_or_stop(iterator: Iterator[Any]) -> Any:
     return next(iterator, _STOP)
 
 
-async def _aiter_chunks(content: ContentStream) -> AsyncGenerator[str | bytes, None]:
-    """One async generator over either kind of iterable, closing the source when closed."""
+async def aiter_items(content: AsyncIterable[T] | Iterable[T]) -> AsyncGenerator[T, None]:
+    """One async generator over either kind of iterable, closing the source when closed.
+
+    A sync iterable is advanced in a worker thread.
+    """
     if isinstance(content, AsyncIterable):
         source = content.__aiter__()
         try:
