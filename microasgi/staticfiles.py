@@ -30,6 +30,7 @@ from microasgi.responses._file import (
     offers_pathsend,
     open_file,
 )
+from microasgi.responses._ranges import etag_for
 from microasgi.types import Receive, Scope, Send
 
 __all__ = ["IMMUTABLE", "StaticFiles"]
@@ -282,7 +283,10 @@ class StaticFiles:
         if found.varies:
             headers["vary"] = "Accept-Encoding"
         if found.encoding is not None:
+            # Each encoding is a representation of its own, with its own entity tag.
+            st = found.stat
             headers["content-encoding"] = found.encoding
+            headers["etag"] = etag_for(st.st_mtime_ns, st.st_size, "-" + found.encoding)
         response = FileResponse(
             found.path,
             media_type=guess_media_type(found.name),
@@ -293,8 +297,6 @@ class StaticFiles:
             max_ranges=self.max_ranges,
         )
         response._opened = found.opened
-        if found.encoding is not None:
-            response._etag_suffix = "-" + found.encoding
         await response(scope, receive, send)
 
     async def _redirect(self, scope: Scope, receive: Receive, send: Send, route_path: str) -> None:

@@ -1,4 +1,4 @@
-"""Server-sent events: a live clock and a message feed: ``python -m microasgi run examples.sse:app``."""
+"""Server-sent events (a clock, a message feed): ``python -m microasgi run examples.sse:app``."""
 
 from examples.sse.app import Feed, app, create_app
 

@@ -334,7 +334,6 @@ class FileResponse(Response):
     max_ranges = MAX_RANGES
     # Set by StaticFiles, which opens the file in the same trip to a thread as its lookup.
     _opened: OpenedFile | None = None
-    _etag_suffix = ""
 
     def __init__(
         self,
@@ -401,7 +400,7 @@ class FileResponse(Response):
             elif name == b"last-modified":
                 last_modified_text = value.decode("latin-1")
         if etag is None:
-            etag = etag_for(st.st_mtime_ns, st.st_size, self._etag_suffix)
+            etag = etag_for(st.st_mtime_ns, st.st_size)
             headers.append((b"etag", etag.encode("latin-1")))
         if last_modified_text is None:
             last_modified: int | None = int(st.st_mtime)
@@ -411,9 +410,23 @@ class FileResponse(Response):
         return headers, etag, last_modified
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method")
+        conditions = (
+            _request_headers(scope) if self.status_code == 200 and method in ("GET", "HEAD") else {}
+        )
         opened, self._opened = self._opened, None
+        if opened is not None:
+            st = opened.stat
+        elif method == "HEAD" and self.stat_result is not None:
+            st = self.stat_result
+        else:
+            got = await self._open(scope, conditions)
+            if isinstance(got, OpenedFile):
+                opened, st = got, got.stat
+            else:
+                st = got
         try:
-            completed = await self._respond(scope, receive, send, opened)
+            completed = await self._respond(scope, receive, send, conditions, opened, st)
         finally:
             if opened is not None:
                 opened.close()
@@ -423,7 +436,7 @@ class FileResponse(Response):
     async def _open(self, scope: Scope, conditions: dict[str, str]) -> OpenedFile | os.stat_result:
         """The file opened (and for a plain GET of a small file, read), or only its stat."""
         method = scope.get("method")
-        path = os.fspath(self.path)
+        path = self._absolute_path
         plain_get = method == "GET" and not conditions
         stat_only = method == "HEAD" or (
             plain_get and self.status_code == 200 and offers_pathsend(scope)
@@ -441,22 +454,16 @@ class FileResponse(Response):
             raise RuntimeError(f"File at path {path} is not a regular file.") from None
 
     async def _respond(
-        self, scope: Scope, receive: Receive, send: Send, opened: OpenedFile | None
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        conditions: dict[str, str],
+        opened: OpenedFile | None,
+        st: os.stat_result,
     ) -> bool:
         """Send the response; True once it is complete."""
         method = scope.get("method")
-        conditions = (
-            _request_headers(scope) if self.status_code == 200 and method in ("GET", "HEAD") else {}
-        )
-        if opened is None and not (method == "HEAD" and self.stat_result is not None):
-            got = await self._open(scope, conditions)
-            if isinstance(got, OpenedFile):
-                opened = got
-                st = got.stat
-            else:
-                st = got
-        else:
-            st = opened.stat if opened is not None else self.stat_result  # type: ignore[assignment]
         headers, etag, last_modified = self._headers_for(st)
         # A small file was read already: if it shrank between fstat and read, what
         # was read is the file (nothing has been announced yet).
