@@ -9,6 +9,7 @@ from collections.abc import AsyncIterable, Iterable, Mapping
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response, encode_json
@@ -105,6 +106,17 @@ class ServerSentEvent:
         return f"ServerSentEvent({fields})"
 
 
+async def _close(iterable: Any) -> None:
+    """Close an iterator that was never iterated (an async one, or a sync one in a thread)."""
+    aclose = getattr(iterable, "aclose", None)
+    if aclose is not None:
+        await aclose()
+        return
+    close = getattr(iterable, "close", None)
+    if close is not None:
+        await anyio.to_thread.run_sync(close)
+
+
 def encode_event(item: Any) -> bytes:
     """What an EventSourceResponse iterable yields, in the wire format.
 
@@ -186,6 +198,7 @@ class EventSourceResponse(Response):
             if scope.get("method") == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 completed = True
+                await _close(self.body_iterator)  # never iterated: close it ourselves
             else:
                 completed = await self._stream(iterator, receive, send)
         except OSError:
