@@ -49,6 +49,8 @@ logger = logging.getLogger("microasgi")
 
 CHUNK_SIZE = 64 * 1024
 MAX_RANGES = 100
+#: chunks read per trip to a worker thread (a trip costs more than reading 64 KiB)
+READ_AHEAD = 4
 
 #: The web's core types, looked up by suffix before the `mimetypes` module, whose
 #: answers depend on the machine (on Windows the registry has been known to map
@@ -226,6 +228,27 @@ def read_at(fd: int, offset: int, size: int) -> bytes:
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+def read_chunks(fd: int, offset: int, sizes: list[int]) -> list[bytes]:
+    """Consecutive chunks of the given sizes from `offset` (blocking); stops at the end."""
+    chunks = []
+    for size in sizes:
+        chunk = read_at(fd, offset, size)
+        chunks.append(chunk)
+        if len(chunk) < size:
+            break
+        offset += size
+    return chunks
+
+
+def _chunk_sizes(start: int, end: int, chunk_size: int, count: int) -> list[int]:
+    sizes = []
+    while start < end and len(sizes) < count:
+        size = min(chunk_size, end - start)
+        sizes.append(size)
+        start += size
+    return sizes
 
 
 def open_file(path: str, prefetch: int = 0) -> OpenedFile:
@@ -596,17 +619,24 @@ async def _send_pieces(
                 continue
             start, end = piece
             while start < end:
-                wanted = min(chunk_size, end - start)
-                chunk = await anyio.to_thread.run_sync(read_at, fd, start, wanted)
-                if len(chunk) < wanted:
+                # Several chunks per trip to a thread: the trip costs more than the read.
+                sizes = _chunk_sizes(start, end, chunk_size, READ_AHEAD)
+                chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
+                for wanted, chunk in zip(sizes, chunks, strict=False):
+                    if len(chunk) < wanted:
+                        _log_shrink(opened.path, sent, total)
+                        return False
+                    start += wanted
+                    body = pending + chunk if pending else chunk
+                    pending = b""
+                    sent += len(body)
+                    finished = sent >= total
+                    await send(
+                        {"type": "http.response.body", "body": body, "more_body": not finished}
+                    )
+                if len(chunks) < len(sizes):
                     _log_shrink(opened.path, sent, total)
                     return False
-                start += wanted
-                body = pending + chunk if pending else chunk
-                pending = b""
-                sent += len(body)
-                finished = sent >= total
-                await send({"type": "http.response.body", "body": body, "more_body": not finished})
         if not finished:
             await send({"type": "http.response.body", "body": pending})
         return True
