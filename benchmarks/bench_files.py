@@ -113,7 +113,13 @@ def servers(directory: Path, server_cpu: int | None) -> Iterator[list[Server]]:
             for name, key in APPS.items():
                 port = free_port()
                 log = logs.enter_context(tempfile.TemporaryFile())
-                command = [sys.executable, str(HERE / "file_apps.py"), key, str(port), str(directory)]
+                command = [
+                    sys.executable,
+                    str(HERE / "file_apps.py"),
+                    key,
+                    str(port),
+                    str(directory),
+                ]
                 process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stderr=log)
                 pin(process.pid, server_cpu)
                 started.append(Server(name, process, port, log))
@@ -316,9 +322,7 @@ class Bench:
         body = memoryview(self.upload_body)
         head = post(b"/upload", CONTENT_TYPE, len(body))
         seconds = 0.0
-        growth = self.results.setdefault("upload", Result("MB/s")).extra.setdefault(
-            server.name, []
-        )
+        growth = self.results.setdefault("upload", Result("MB/s")).extra.setdefault(server.name, [])
         with Connection(server.port) as conn:
             for _ in range(count):
                 server.reset_peak_rss()
@@ -402,7 +406,9 @@ def report(bench: Bench, info: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     for scenario, target in TARGETS.items():
         ratio = summary[scenario]["ratio_best"]
         verdict = "PASS" if ratio >= target else "MISS"
-        lines.append(f"  {LABELS[scenario]:<40} microasgi / Starlette {ratio:5.2f} >= {target}  {verdict}")
+        lines.append(
+            f"  {LABELS[scenario]:<40} microasgi / Starlette {ratio:5.2f} >= {target}  {verdict}"
+        )
     growth = summary["upload"]["rss_growth"]["microasgi"]
     verdict = "PASS" if growth < TARGET_UPLOAD_RSS else "MISS"
     lines.append(

@@ -28,7 +28,7 @@ from microasgi.responses._ranges import (
     parse_http_date,
     parse_range,
 )
-from microasgi.responses._streaming import unwrap_single_error
+from microasgi.responses._streaming import _unwrap_single_error
 from microasgi.types import Message, Receive, Scope, Send
 
 __all__ = [
@@ -243,7 +243,7 @@ def read_chunks(fd: int, offset: int, sizes: list[int]) -> list[bytes]:
 
 
 def _chunk_sizes(start: int, end: int, chunk_size: int, count: int) -> list[int]:
-    sizes = []
+    sizes: list[int] = []
     while start < end and len(sizes) < count:
         size = min(chunk_size, end - start)
         sizes.append(size)
@@ -652,7 +652,7 @@ async def _send_pieces(
 async def _until_disconnect(receive: Receive, work: Callable[[], Awaitable[bool]]) -> bool:
     """Run `work`, cancelled if the client disconnects first (then False)."""
     result = False
-    with unwrap_single_error():
+    with _unwrap_single_error():
         async with anyio.create_task_group() as tg:
 
             async def watch() -> None:

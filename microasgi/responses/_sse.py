@@ -13,7 +13,7 @@ import anyio.to_thread
 
 from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response, encode_json
-from microasgi.responses._streaming import aiter_items, unwrap_single_error
+from microasgi.responses._streaming import _aiter_chunks, _unwrap_single_error
 from microasgi.types import Message, Receive, Scope, Send
 
 __all__ = ["EventSourceResponse", "ServerSentEvent"]
@@ -190,7 +190,7 @@ class EventSourceResponse(Response):
         self.raw_headers = raw
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = aiter_items(self.body_iterator)
+        iterator = _aiter_chunks(self.body_iterator)
         completed = False
         try:
             start = {"type": "http.response.start", "status": self.status_code}
@@ -232,7 +232,7 @@ class EventSourceResponse(Response):
                 last_sent = anyio.current_time()
             return True
 
-        with unwrap_single_error():
+        with _unwrap_single_error():
             async with anyio.create_task_group() as tg:
 
                 async def watch_disconnect() -> None:

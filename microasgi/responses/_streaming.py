@@ -13,7 +13,7 @@ from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response
 from microasgi.types import Receive, Scope, Send
 
-__all__ = ["StreamingResponse", "aiter_items", "unwrap_single_error"]
+__all__ = ["StreamingResponse"]
 
 T = TypeVar("T")
 
@@ -46,7 +46,7 @@ class StreamingResponse(Response):
         self.raw_headers = self._init_headers(headers, None)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = aiter_items(self.body_iterator)
+        iterator = _aiter_chunks(self.body_iterator)
         completed = False
         try:
             await send(
@@ -60,7 +60,7 @@ class StreamingResponse(Response):
                 await send({"type": "http.response.body", "body": b""})
                 completed = True
             else:
-                with unwrap_single_error():
+                with _unwrap_single_error():
                     async with anyio.create_task_group() as tg:
 
                         async def watch_disconnect() -> None:
@@ -94,7 +94,7 @@ class StreamingResponse(Response):
 
 
 @contextmanager
-def unwrap_single_error() -> Iterator[None]:
+def _unwrap_single_error() -> Iterator[None]:
     """Let the iterator's own exception out of the task group, not an ExceptionGroup."""
     try:
         yield
@@ -111,7 +111,7 @@ def _next_or_stop(iterator: Iterator[Any]) -> Any:
     return next(iterator, _STOP)
 
 
-async def aiter_items(content: AsyncIterable[T] | Iterable[T]) -> AsyncGenerator[T, None]:
+async def _aiter_chunks(content: AsyncIterable[T] | Iterable[T]) -> AsyncGenerator[T, None]:
     """One async generator over either kind of iterable, closing the source when closed.
 
     A sync iterable is advanced in a worker thread.
