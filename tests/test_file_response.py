@@ -9,6 +9,7 @@ import mimetypes
 import os
 import re
 import threading
+import time
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -426,7 +427,11 @@ async def test_if_range(data_file: Path) -> None:
 @pytest.mark.anyio
 async def test_if_range_date_of_a_file_changed_within_the_second(tmp_path: Path) -> None:
     path = tmp_path / "fresh.bin"
-    path.write_bytes(CONTENT)  # modified just now: its date is not a strong validator
+    path.write_bytes(CONTENT)
+    # Modified "now" (a little ahead, so that a slow test run cannot age it past a
+    # second): its date is not a strong validator.
+    ahead = time.time() + 30
+    os.utime(path, (ahead, ahead))
     response = FileResponse(path)
     date = formatdate(int(path.stat().st_mtime), usegmt=True)
     ex = await run(response, scope(range="bytes=0-9", if_range=date))
