@@ -11,8 +11,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
+from microasgi._json import encode_json
 from microasgi.background import BackgroundTask
-from microasgi.responses._base import Response, encode_json
+from microasgi.responses._base import Response
 from microasgi.responses._streaming import _aiter_chunks, _unwrap_single_error
 from microasgi.types import Message, Receive, Scope, Send
 
