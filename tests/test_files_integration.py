@@ -193,11 +193,14 @@ def test_precompressed_script(client: httpx.Client) -> None:
     assert gz.headers["vary"] == "Accept-Encoding"
     assert gz.content == source  # httpx decoded it
     assert int(gz.headers["content-length"]) == (EXAMPLE / "site" / "app.js.gz").stat().st_size
+    br = client.get("/site/app.js", headers={"accept-encoding": "gzip, deflate, br"})
+    assert br.headers["content-encoding"] == "br"  # preferred on a tie
+    assert br.content == source
     plain = client.get("/site/app.js", headers={"accept-encoding": "identity"})
     assert "content-encoding" not in plain.headers
     assert plain.headers["vary"] == "Accept-Encoding"
     assert plain.content == source
-    assert plain.headers["etag"] != gz.headers["etag"]
+    assert len({plain.headers["etag"], gz.headers["etag"], br.headers["etag"]}) == 3
 
 
 def raw_request(port: int, target: bytes | str) -> tuple[int, dict[str, str], bytes]:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microasgi import App, BackgroundTask, EventSourceResponse, Request, ServerSentEvent
-from microasgi.middleware import Middleware
+from microasgi.middleware import CompressionMiddleware, CORSMiddleware, Middleware
 from microasgi.responses._sse import encode_event
 from microasgi.types import Message
 from tests.eventstream import parse
@@ -434,16 +434,30 @@ def _streaming_app(middleware: list[Middleware] | None = None) -> tuple[App, thr
 
 
 @pytest.mark.parametrize(
-    "middleware",
-    [None, [Middleware(AddHeader)], [Middleware(AddHeader), Middleware(AddHeader, name="x-two")]],
+    ("middleware", "encoding"),
+    [
+        (None, None),
+        ([Middleware(AddHeader)], None),
+        ([Middleware(AddHeader), Middleware(AddHeader, name="x-two")], None),
+        # CompressionMiddleware leaves event streams alone...
+        ([Middleware(CompressionMiddleware), Middleware(AddHeader)], None),
+        # ... and told to compress them too, it flushes each event, never holds one back.
+        (
+            [Middleware(CompressionMiddleware, exclude_content_types=()), Middleware(AddHeader)],
+            "gzip",
+        ),
+        ([Middleware(CORSMiddleware, allow_origins=["*"]), Middleware(AddHeader)], None),
+    ],
 )
 def test_events_are_not_buffered_by_middleware(
-    make_client: MakeClient, middleware: list[Middleware] | None
+    make_client: MakeClient, middleware: list[Middleware] | None, encoding: str | None
 ) -> None:
     app, released = _streaming_app(middleware)
     client = make_client(app)
-    with client.stream("GET", "/events") as response:
+    headers = {"accept-encoding": "gzip", "origin": "https://example.org"}
+    with client.stream("GET", "/events", headers=headers) as response:
         assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert response.headers.get("content-encoding") == encoding
         if middleware:
             assert response.headers["x-mw"] == "yes"
         lines = response.iter_lines()

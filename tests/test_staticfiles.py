@@ -3,6 +3,7 @@ precompressed siblings, packages, methods and errors."""
 
 from __future__ import annotations
 
+import gzip
 import os
 import sys
 import time
@@ -16,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microasgi import App, HTTPException, PlainTextResponse, Request
+from microasgi.middleware import CompressionMiddleware, Middleware
 from microasgi.responses import _file
 from microasgi.staticfiles import IMMUTABLE, StaticFiles, accepted_encodings, safe_parts
 from tests.helpers import AddHeader, Exchange, MakeClient, http_scope
@@ -600,3 +602,27 @@ def test_file_types(tree: Path, make_client: MakeClient, monkeypatch: pytest.Mon
     client = make_client(StaticFiles(directory=tree))
     assert client.get("/mod.mjs").headers["content-type"] == "text/javascript; charset=utf-8"
     assert _file.guess_media_type("x.webmanifest") == "application/manifest+json"
+
+
+def test_behind_the_compression_middleware(compressed: Path, make_client: MakeClient) -> None:
+    (compressed / "big.txt").write_text("compress me " * 500)
+    (compressed / "app.js.gz").write_bytes(gzip.compress(b"console.log('plain')"))
+    app = App(middleware=[Middleware(CompressionMiddleware)])
+    app.mount("/s", StaticFiles(directory=compressed))
+    client = make_client(app)
+    accept = {"accept-encoding": "gzip"}
+    # A precompressed sibling goes out as it is: the middleware leaves encoded bodies alone.
+    sibling = client.get("/s/app.js", headers=accept)
+    assert sibling.headers["content-encoding"] == "gzip"
+    assert sibling.text == "console.log('plain')"
+    assert sibling.headers["etag"].endswith('-gzip"') and not sibling.headers["etag"].startswith(
+        "W/"
+    )
+    # A file without siblings is compressed by the middleware, which weakens the ETag;
+    # the weak comparison of If-None-Match still recognises it.
+    compressed_on_the_fly = client.get("/s/big.txt", headers=accept)
+    assert compressed_on_the_fly.headers["content-encoding"] == "gzip"
+    etag = compressed_on_the_fly.headers["etag"]
+    assert etag.startswith("W/")
+    again = client.get("/s/big.txt", headers={**accept, "if-none-match": etag})
+    assert again.status_code == 304

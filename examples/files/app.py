@@ -8,8 +8,9 @@
   ``?inline=1`` to view it in the browser. Downloads are resumable: ETag,
   Last-Modified, Range and If-Range are all handled by FileResponse.
 - ``/site/``: a static site (``examples/files/site``) with ``index.html`` pages,
-  a ``404.html``, ``app.js`` precompressed as ``app.js.gz``, and fingerprinted
-  files under ``assets/`` cached as immutable.
+  a ``404.html``, precompressed ``.br`` and ``.gz`` siblings (written by
+  ``python -m examples.files.compress``), and fingerprinted files under
+  ``assets/`` cached as immutable.
 
 docs/files.md explains both parts.
 """

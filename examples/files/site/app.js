@@ -1,5 +1,5 @@
 // Served as text/javascript (never text/plain, whatever the OS registry says), and as
-// app.js.gz with Content-Encoding: gzip to clients that accept gzip.
+// app.js.br and app.js.gz (Content-Encoding: br or gzip) to clients that accept them.
 document.addEventListener("DOMContentLoaded", () => {
   const status = document.getElementById("script-status");
   if (status) {
