@@ -53,11 +53,14 @@ _WANTS_CONDITIONS = frozenset(PRECONDITION_HEADERS)
 
 
 def _route_path(scope: Scope) -> str:
-    """The request path below the mount point (root_path), cut at a segment boundary."""
+    """The request path below the mount point (root_path), cut at a segment boundary.
+
+    "" for the mount point itself (``/static`` under ``/static``).
+    """
     path: str = scope["path"]
     root = scope.get("root_path") or ""
     if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root) :] or "/"
+        return path[len(root) :]
     return path
 
 
@@ -248,7 +251,8 @@ class StaticFiles:
             await _error(scope, receive, send, 405, {"Allow": "GET, HEAD"})
             return
         route_path = _route_path(scope)
-        split = safe_parts(route_path)
+        # The mount point itself is its directory without the trailing slash.
+        split = ([], False) if route_path == "" else safe_parts(route_path)
         if split is None:
             await _error(scope, receive, send, 404)
             return
@@ -269,7 +273,7 @@ class StaticFiles:
             self._roots = await anyio.to_thread.run_sync(self._resolve_roots)
         found = await anyio.to_thread.run_sync(self._find, parts, trailing, codings, prefetch)
         if found.redirect:
-            await self._redirect(scope, receive, send, route_path)
+            await self._redirect(scope, receive, send)
             return
         if found.stat is None:
             await _error(scope, receive, send, 404)
@@ -299,11 +303,11 @@ class StaticFiles:
         response._opened = found.opened
         await response(scope, receive, send)
 
-    async def _redirect(self, scope: Scope, receive: Receive, send: Send, route_path: str) -> None:
+    async def _redirect(self, scope: Scope, receive: Receive, send: Send) -> None:
         """307 from a directory path to the same path with a slash, query string kept."""
         path: str = scope["path"]
         root = scope.get("root_path") or ""
-        if route_path == path and root:  # a server that leaves root_path out of path
+        if root and not path.startswith(root):  # a server that leaves root_path out of path
             path = root + path
         location = quote_path(path) + "/"
         if location.startswith("//"):  # would be read as another host

@@ -166,6 +166,21 @@ async def test_html_index_and_redirect(tree: Path) -> None:
 
 
 @pytest.mark.anyio
+async def test_the_mount_point_itself(tree: Path) -> None:
+    # A router that hands over "/static" under the mount "/static" (Starlette's does):
+    # the directory without its slash, so html mode redirects (relative links need it).
+    request = scope("GET", "", root_path="/static")
+    ex = await Exchange().run(StaticFiles(directory=tree, html=True), request)
+    assert (ex.status, ex.header(b"location")) == (307, b"/static/")
+    ex = await Exchange().run(StaticFiles(directory=tree), scope("GET", "", root_path="/static"))
+    assert ex.status == 404
+    # A server that leaves root_path out of path.
+    request = http_scope("GET", "/sub", root_path="/static")
+    ex = await Exchange().run(StaticFiles(directory=tree, html=True), request)
+    assert ex.header(b"location") == b"/static/sub/"
+
+
+@pytest.mark.anyio
 async def test_redirect_location_is_percent_encoded(tree: Path) -> None:
     (tree / "a dir?#%").mkdir()
     (tree / "a dir?#%" / "index.html").write_bytes(b"odd")
