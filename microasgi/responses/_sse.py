@@ -194,8 +194,8 @@ class EventSourceResponse(Response):
         iterator = _aiter_chunks(self.body_iterator)
         completed = False
         try:
-            start = {"type": "http.response.start", "status": self.status_code}
-            await send({**start, "headers": self.raw_headers})
+            status, headers = self.status_code, self.raw_headers
+            await send({"type": "http.response.start", "status": status, "headers": headers})
             if scope.get("method") == "HEAD":
                 await send({"type": "http.response.body", "body": b""})
                 completed = True
