@@ -85,6 +85,17 @@ def test_injection_and_bad_fields_are_refused(kwargs: dict[str, Any]) -> None:
         ServerSentEvent("x", **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("event", "x\ndata: forged"), ("id", "1\r"), ("id", "\0"), ("comment", "\n")],
+)
+def test_fields_changed_after_creation_are_checked_again(field: str, value: str) -> None:
+    event = ServerSentEvent("x", event="e", id="1", comment="c")
+    setattr(event, field, value)
+    with pytest.raises(ValueError):
+        event.encode()
+
+
 @settings(max_examples=300, deadline=None)
 @given(
     data=st.text(max_size=40),

@@ -79,12 +79,16 @@ class ServerSentEvent:
     def encode(self) -> bytes:
         """The event in the wire format, ending with the blank line that dispatches it."""
         lines = []
+        # Checked again here, for fields changed after the event was created.
         if self.comment is not None:
-            lines.append(f": {self.comment}" if self.comment else ":")
+            comment = _single_line("comment", self.comment)
+            lines.append(f": {comment}" if comment else ":")
         if self.event is not None:
-            lines.append(f"event: {self.event}")
+            lines.append(f"event: {_single_line('event', self.event)}")
         if self.id is not None:
-            lines.append(f"id: {self.id}")
+            if "\0" in self.id:
+                raise ValueError("ServerSentEvent id cannot contain NUL")
+            lines.append(f"id: {_single_line('id', self.id)}")
         if self.retry is not None:
             lines.append(f"retry: {self.retry}")
         if self.data is not None:
