@@ -6,11 +6,14 @@ from microasgi.datastructures import UploadFile
 from microasgi.exceptions import HTTPException, WebSocketException
 from microasgi.requests import Request
 from microasgi.responses import (
+    EventSourceResponse,
+    FileResponse,
     HTMLResponse,
     JSONResponse,
     PlainTextResponse,
     RedirectResponse,
     Response,
+    ServerSentEvent,
     StreamingResponse,
 )
 from microasgi.routing import Router
@@ -22,6 +25,8 @@ __all__ = [
     "App",
     "BackgroundTask",
     "BackgroundTasks",
+    "EventSourceResponse",
+    "FileResponse",
     "HTMLResponse",
     "HTTPException",
     "JSONResponse",
@@ -30,6 +35,7 @@ __all__ = [
     "Request",
     "Response",
     "Router",
+    "ServerSentEvent",
     "StreamingResponse",
     "UploadFile",
     "WebSocket",

@@ -196,6 +196,16 @@ class Request(HTTPConnection):
     def receive(self) -> Receive:
         return self._receive
 
+    @property
+    def last_event_id(self) -> str | None:
+        """The Last-Event-ID header: the id of the last server-sent event the client got.
+
+        An EventSource sends it when it reconnects, so the stream can resume
+        after that event. None when absent.
+        """
+        value: str | None = self.headers.get("last-event-id")
+        return value
+
     def _max_body_size(self) -> int | None:
         context = context_of(self.scope)
         return DEFAULT_MAX_BODY_SIZE if context is None else context.max_body_size

@@ -6,16 +6,25 @@ MICROASGI_REQUIRE_SERVICES=1 (CI sets it): then it fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import IO
 
+import httpx
 import pytest
 
-__all__ = ["CHROMIUM", "RedisServer", "free_port", "require"]
+__all__ = ["CHROMIUM", "ROOT", "RedisServer", "ServerProcess", "free_port", "require"]
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -82,3 +91,87 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class ServerProcess:
+    """`python -m microasgi run APP` (uvicorn) in a process of its own, on `port`.
+
+    `env` is added to this process's environment and `args` to the command line.
+    It counts as up once `ready_path` answers 200.
+    """
+
+    def __init__(
+        self,
+        app: str,
+        port: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        args: Sequence[str] = (),
+        ready_path: str = "/",
+    ) -> None:
+        self.app = app
+        self.port = port
+        self.env = dict(env or {})
+        self.args = list(args)
+        self.ready_path = ready_path
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log: IO[bytes] | None = None  # the server's output, for error messages
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> None:
+        command = [sys.executable, "-m", "microasgi", "run", self.app]
+        command += ["--port", str(self.port), "--log-level", "warning", *self.args]
+        if self.log is None:
+            self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
+        self.process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **self.env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: its workers stop with it
+        )
+        # Up when it answers (with --workers, every worker has run its lifespan by then
+        # or queues the request until it has).
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.app} exited early:\n{self.output()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.http_url + self.ready_path, timeout=1).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                self.stop()
+                raise TimeoutError(f"{self.app} did not start in {timeout}s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is None or process.poll() is not None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)  # the group we created for it
+            process.wait(timeout=5)
+
+    def close(self) -> None:
+        self.stop()
+        if self.log is not None:
+            self.log.close()
+            self.log = None
+
+    def output(self) -> str:
+        """The end of what the server printed."""
+        if self.log is None:
+            return ""
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-4000:]

@@ -6,22 +6,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
-from tests.services import free_port
+from tests.services import ServerProcess, free_port
 
 pytest.importorskip("uvicorn")
 websockets = pytest.importorskip("websockets")
@@ -37,77 +30,20 @@ TIMEOUT = 5.0
 # -- a chat server in a subprocess (also used by test_chat_redis and test_chat_browser) --
 
 
-@dataclass
-class ChatServer:
+class ChatServer(ServerProcess):
     """`python -m microasgi run examples.chat:app` in a process of its own."""
 
-    port: int
-    broadcast_url: str = "memory://"
-    workers: int | None = None
-    process: subprocess.Popen[bytes] | None = None
-    log: IO[bytes] | None = None  # the server's output, for error messages
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 20.0) -> None:
-        command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
-        command += ["--port", str(self.port), "--log-level", "warning"]
-        if self.workers:
-            command += ["--workers", str(self.workers)]
-        env = {**os.environ, "MICROASGI_BROADCAST_URL": self.broadcast_url}
-        if self.log is None:
-            self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by close())
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: its workers stop with it
+    def __init__(
+        self, port: int, broadcast_url: str = "memory://", workers: int | None = None
+    ) -> None:
+        super().__init__(
+            "examples.chat:app",
+            port,
+            env={"MICROASGI_BROADCAST_URL": broadcast_url},
+            args=["--workers", str(workers)] if workers else [],
         )
-        # Up when it answers (with --workers, every worker has run its lifespan by then
-        # or queues the request until it has).
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the chat server exited early:\n{self.output()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.http_url + "/", timeout=1).status_code == 200:
-                    return
-            if time.monotonic() > deadline:
-                self.stop()
-                raise TimeoutError(f"the chat server did not start in {timeout}s:\n{self.output()}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)  # the group we created for it
-            process.wait(timeout=5)
-
-    def close(self) -> None:
-        self.stop()
-        if self.log is not None:
-            self.log.close()
-            self.log = None
-
-    def output(self) -> str:
-        """The end of what the server printed."""
-        if self.log is None:
-            return ""
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
+        self.broadcast_url = broadcast_url
+        self.workers = workers
 
 
 @contextlib.contextmanager

@@ -7,13 +7,18 @@ from microasgi.responses._base import (
     RedirectResponse,
     Response,
 )
+from microasgi.responses._file import FileResponse
+from microasgi.responses._sse import EventSourceResponse, ServerSentEvent
 from microasgi.responses._streaming import StreamingResponse
 
 __all__ = [
+    "EventSourceResponse",
+    "FileResponse",
     "HTMLResponse",
     "JSONResponse",
     "PlainTextResponse",
     "RedirectResponse",
     "Response",
+    "ServerSentEvent",
     "StreamingResponse",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.to_thread
@@ -13,6 +13,8 @@ from microasgi.responses._base import Response
 from microasgi.types import Receive, Scope, Send
 
 __all__ = ["StreamingResponse"]
+
+T = TypeVar("T")
 
 
 ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
@@ -101,8 +103,11 @@ def _next_or_stop(iterator: Iterator[Any]) -> Any:
     return next(iterator, _STOP)
 
 
-async def _aiter_chunks(content: ContentStream) -> AsyncGenerator[str | bytes, None]:
-    """One async generator over either kind of iterable, closing the source when closed."""
+async def _aiter_chunks(content: AsyncIterable[T] | Iterable[T]) -> AsyncGenerator[T, None]:
+    """One async generator over either kind of iterable, closing the source when closed.
+
+    A sync iterable is advanced in a worker thread.
+    """
     if isinstance(content, AsyncIterable):
         source = content.__aiter__()
         try:

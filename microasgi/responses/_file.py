@@ -1,0 +1,667 @@
+"""FileResponse: a file from disk, with validators, preconditions and byte ranges."""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import re
+import secrets
+import stat
+import time
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping
+from email.utils import formatdate
+from urllib.parse import quote
+
+import anyio
+import anyio.to_thread
+
+from microasgi.background import BackgroundTask
+from microasgi.responses._base import Response
+from microasgi.responses._ranges import (
+    NOT_MODIFIED,
+    PRECONDITION_FAILED,
+    etag_for,
+    evaluate_preconditions,
+    if_range_allows,
+    parse_http_date,
+    parse_range,
+)
+from microasgi.responses._streaming import _unwrap_single_error
+from microasgi.types import Message, Receive, Scope, Send
+
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_RANGES",
+    "MEDIA_TYPES",
+    "PRECONDITION_HEADERS",
+    "FileResponse",
+    "NotAFileError",
+    "OpenedFile",
+    "content_disposition",
+    "guess_media_type",
+    "offers_pathsend",
+    "open_file",
+]
+
+logger = logging.getLogger("microasgi")
+
+CHUNK_SIZE = 64 * 1024
+MAX_RANGES = 100
+#: chunks read per trip to a worker thread (a trip costs more than reading 64 KiB)
+READ_AHEAD = 4
+
+#: The web's core types, looked up by suffix before the `mimetypes` module, whose
+#: answers depend on the machine (on Windows the registry has been known to map
+#: .js to text/plain, which browsers refuse to run as a module).
+MEDIA_TYPES: dict[str, str] = {
+    # documents, scripts and data
+    ".html": "text/html",
+    ".htm": "text/html",
+    ".css": "text/css",
+    ".js": "text/javascript",
+    ".mjs": "text/javascript",
+    ".cjs": "text/javascript",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".jsonld": "application/ld+json",
+    ".webmanifest": "application/manifest+json",
+    ".wasm": "application/wasm",
+    ".xml": "application/xml",
+    ".rss": "application/rss+xml",
+    ".atom": "application/atom+xml",
+    ".txt": "text/plain",
+    ".md": "text/markdown",
+    ".csv": "text/csv",
+    ".ics": "text/calendar",
+    ".vtt": "text/vtt",
+    ".pdf": "application/pdf",
+    # images
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".apng": "image/apng",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".avif": "image/avif",
+    ".jxl": "image/jxl",
+    ".ico": "image/vnd.microsoft.icon",
+    ".bmp": "image/bmp",
+    # fonts
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".ttf": "font/ttf",
+    ".otf": "font/otf",
+    # audio and video
+    ".mp3": "audio/mpeg",
+    ".m4a": "audio/mp4",
+    ".ogg": "audio/ogg",
+    ".opus": "audio/ogg",
+    ".flac": "audio/flac",
+    ".wav": "audio/wav",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mov": "video/quicktime",
+    # archives: by their own type, never "tar with a gzip encoding"
+    ".zip": "application/zip",
+    ".gz": "application/gzip",
+    ".tgz": "application/gzip",
+    ".bz2": "application/x-bzip2",
+    ".xz": "application/x-xz",
+    ".zst": "application/zstd",
+    ".br": "application/octet-stream",
+    ".tar": "application/x-tar",
+}
+
+_OCTET_STREAM = "application/octet-stream"
+
+
+def guess_media_type(name: str) -> str:
+    """The media type for a file name: our table, then `mimetypes`, else octet-stream."""
+    suffix = os.path.splitext(name)[1].lower()
+    media_type = MEDIA_TYPES.get(suffix)
+    if media_type is not None:
+        return media_type
+    guessed, encoding = mimetypes.guess_type(os.path.basename(name), strict=False)
+    if guessed is None or encoding is not None:
+        return _OCTET_STREAM
+    return guessed
+
+
+# -- Content-Disposition (RFC 6266) ---------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: attr-char of RFC 8187, besides letters and digits (which quote() keeps anyway)
+_ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
+
+
+def _ascii_fallback(name: str) -> str:
+    """`name` in printable ASCII: accents dropped, anything else (and ``"``, ``\\``, ``%``) as _."""
+    decomposed = unicodedata.normalize("NFKD", name)
+    chars = []
+    for char in decomposed:
+        if unicodedata.combining(char):
+            continue
+        chars.append(char if " " <= char <= "~" and char not in '"\\%' else "_")
+    return "".join(chars)
+
+
+def content_disposition(filename: str, disposition_type: str = "attachment") -> str:
+    """A Content-Disposition value for `filename` (RFC 6266).
+
+    Control characters (CR and LF among them) are removed. The ``filename``
+    parameter carries an ASCII form; when that differs from the name, the
+    exact name follows as ``filename*=UTF-8''...`` (percent-encoded), which
+    browsers prefer.
+    """
+    if not _TOKEN.fullmatch(disposition_type):
+        raise ValueError(f"invalid disposition type {disposition_type!r}")
+    name = _CONTROL.sub("", filename)
+    fallback = _ascii_fallback(name)
+    value = f'{disposition_type}; filename="{fallback}"'
+    if fallback != name:
+        value += "; filename*=UTF-8''" + quote(name.encode("utf-8"), safe=_ATTR_CHAR_SAFE)
+    return value
+
+
+# -- reading files (in worker threads) --------------------------------------------------------
+
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_BINARY", 0)
+    | getattr(os, "O_CLOEXEC", 0)
+    # A FIFO would block open() until a writer comes; it is refused after fstat.
+    | getattr(os, "O_NONBLOCK", 0)
+)
+
+
+class NotAFileError(OSError):
+    """The path names something other than a regular file (a directory, a FIFO, ...)."""
+
+
+class OpenedFile:
+    """A file opened for a response: its descriptor and fstat, or all of it in `data`."""
+
+    __slots__ = ("data", "fd", "path", "stat")
+
+    def __init__(
+        self, path: str, fd: int | None, stat_result: os.stat_result, data: bytes | None = None
+    ) -> None:
+        self.path = path
+        self.fd = fd
+        self.stat = stat_result
+        self.data = data
+
+    def close(self) -> None:
+        """Close the descriptor (a local close does not block: no thread needed)."""
+        if self.fd is not None:
+            fd, self.fd = self.fd, None
+            os.close(fd)
+
+
+if hasattr(os, "pread"):
+
+    def _pread(fd: int, size: int, offset: int) -> bytes:
+        return os.pread(fd, size, offset)
+
+else:  # pragma: no cover - Windows
+
+    def _pread(fd: int, size: int, offset: int) -> bytes:
+        os.lseek(fd, offset, os.SEEK_SET)
+        return os.read(fd, size)
+
+
+def read_at(fd: int, offset: int, size: int) -> bytes:
+    """`size` bytes from `offset`, fewer only at the end of the file (blocking)."""
+    data = _pread(fd, size, offset)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = _pread(fd, size - got, offset + got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def read_chunks(fd: int, offset: int, sizes: list[int]) -> list[bytes]:
+    """Consecutive chunks of the given sizes from `offset` (blocking); stops at the end."""
+    chunks = []
+    for size in sizes:
+        chunk = read_at(fd, offset, size)
+        chunks.append(chunk)
+        if len(chunk) < size:
+            break
+        offset += size
+    return chunks
+
+
+def _chunk_sizes(start: int, end: int, chunk_size: int, count: int) -> list[int]:
+    sizes: list[int] = []
+    while start < end and len(sizes) < count:
+        size = min(chunk_size, end - start)
+        sizes.append(size)
+        start += size
+    return sizes
+
+
+def open_file(path: str, prefetch: int = 0) -> OpenedFile:
+    """Open `path` and fstat it (blocking: run it in a worker thread).
+
+    A file of at most `prefetch` bytes is read whole and closed at once, so a
+    small file costs one trip to a thread. Raises NotAFileError for anything
+    but a regular file, and the OSError of open() otherwise.
+    """
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotAFileError(f"{path} is not a regular file")
+        if st.st_size <= prefetch:
+            data = read_at(fd, 0, st.st_size)
+            os.close(fd)
+            return OpenedFile(path, None, st, data)
+    except BaseException:
+        os.close(fd)
+        raise
+    return OpenedFile(path, fd, st)
+
+
+def _stat_file(path: str) -> os.stat_result:
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotAFileError(f"{path} is not a regular file")
+    return st
+
+
+# -- the response ----------------------------------------------------------------------------
+
+PRECONDITION_HEADERS = {
+    b"range": "range",
+    b"if-range": "if_range",
+    b"if-match": "if_match",
+    b"if-none-match": "if_none_match",
+    b"if-modified-since": "if_modified_since",
+    b"if-unmodified-since": "if_unmodified_since",
+}
+
+#: Representation metadata, left out of 304, 412 and 416 answers (RFC 9110 section 15.4.5).
+_REPRESENTATION_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"content-length",
+        b"content-encoding",
+        b"content-language",
+        b"content-range",
+        b"content-disposition",
+        b"accept-ranges",
+    }
+)
+
+Piece = bytes | tuple[int, int]  # literal bytes, or a span of the file (end exclusive)
+
+
+def _request_headers(scope: Scope) -> dict[str, str]:
+    """The Range and conditional headers of the request, by argument name."""
+    found: dict[str, str] = {}
+    for name, value in scope.get("headers", ()):
+        key = PRECONDITION_HEADERS.get(name)
+        if key is not None:
+            text = value.decode("latin-1")
+            # A repeated field is one list (a repeated Range becomes invalid, so ignored).
+            found[key] = f"{found[key]}, {text}" if key in found else text
+    return found
+
+
+def _without_representation(
+    headers: list[tuple[bytes, bytes]], drop_last_modified: bool
+) -> list[tuple[bytes, bytes]]:
+    return [
+        (name, value)
+        for name, value in headers
+        if name not in _REPRESENTATION_HEADERS
+        and not (drop_last_modified and name == b"last-modified")
+    ]
+
+
+class FileResponse(Response):
+    """The file at `path`, read in chunks in worker threads.
+
+    - Content-Type from the name (`filename`, else `path`): a built-in table of
+      the web's core types first, then `mimetypes`, else octet-stream.
+    - `filename` adds ``Content-Disposition`` (`content_disposition_type`,
+      ``attachment`` by default) with an ASCII ``filename`` and, for other
+      names, ``filename*`` (RFC 6266).
+    - A strong ETag (modification time in ns and size) and Last-Modified; for
+      a 200 to a GET or HEAD, the preconditions of RFC 9110 section 13
+      (304 Not Modified, 412 Precondition Failed) and byte ranges (206, several
+      ranges as multipart/byteranges, 416 with ``Content-Range: bytes */size``),
+      at most `max_ranges` of them (more, or a malformed Range: the whole file).
+    - Never more bytes than the Content-Length sent: a file that grows while it
+      is sent is cut at that length; one that shrinks ends the response short
+      (logged as a warning), so the client sees an incomplete body.
+    - HEAD sends the headers only. A whole-file 200 goes out with the ASGI
+      ``http.response.pathsend`` extension when the server offers it.
+
+    `stat_result` (an `os.stat_result` of the file) saves a stat when the file
+    is sent through pathsend or for HEAD; otherwise the file's own fstat is used.
+    """
+
+    chunk_size = CHUNK_SIZE
+    max_ranges = MAX_RANGES
+    # Set by StaticFiles, which opens the file in the same trip to a thread as its lookup.
+    _opened: OpenedFile | None = None
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        filename: str | None = None,
+        media_type: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        status_code: int = 200,
+        background: BackgroundTask | None = None,
+        stat_result: os.stat_result | None = None,
+        content_disposition_type: str = "attachment",
+        chunk_size: int | None = None,
+        max_ranges: int | None = None,
+    ) -> None:
+        if filename is not None and not isinstance(filename, str):
+            raise TypeError(
+                "FileResponse(path, filename=None, media_type=None, headers=None, *, "
+                "status_code=200, ...): filename must be a str; pass status_code by keyword"
+            )
+        self.path = path
+        # pathsend wants an absolute path; made now, as later the working directory may differ
+        self._absolute_path = os.path.abspath(os.fspath(path))
+        self.filename = filename
+        self.status_code = status_code
+        self.background = background
+        self.stat_result = stat_result
+        if chunk_size is not None:
+            if chunk_size < 1:
+                raise ValueError("chunk_size must be at least 1")
+            self.chunk_size = chunk_size
+        if max_ranges is not None:
+            if max_ranges < 1:
+                raise ValueError("max_ranges must be at least 1")
+            self.max_ranges = max_ranges
+        if media_type is None:
+            media_type = guess_media_type(filename if filename is not None else os.fspath(path))
+        self._set_media_type(media_type)
+        self.body = b""
+        raw = [item for item in self._init_headers(headers, None) if item[0] != b"content-length"]
+        names = {name for name, _ in raw}
+        if status_code == 200 and b"accept-ranges" not in names:
+            raw.append((b"accept-ranges", b"bytes"))
+        if filename is not None and b"content-disposition" not in names:
+            disposition = content_disposition(filename, content_disposition_type)
+            raw.append((b"content-disposition", disposition.encode("latin-1")))
+        self.raw_headers = raw
+        if stat_result is not None:
+            self._headers_for(stat_result, into=raw)
+
+    def _headers_for(
+        self, st: os.stat_result, into: list[tuple[bytes, bytes]] | None = None
+    ) -> tuple[list[tuple[bytes, bytes]], str | None, int | None]:
+        """The headers with ETag and Last-Modified for `st` added (unless set by the user).
+
+        Returns them with the ETag and the Last-Modified time in seconds that
+        the preconditions compare with.
+        """
+        headers = list(self.raw_headers) if into is None else into
+        etag = last_modified_text = None
+        for name, value in headers:
+            if name == b"etag":
+                etag = value.decode("latin-1")
+            elif name == b"last-modified":
+                last_modified_text = value.decode("latin-1")
+        if etag is None:
+            etag = etag_for(st.st_mtime_ns, st.st_size)
+            headers.append((b"etag", etag.encode("latin-1")))
+        if last_modified_text is None:
+            last_modified: int | None = int(st.st_mtime)
+            headers.append((b"last-modified", formatdate(st.st_mtime, usegmt=True).encode()))
+        else:
+            last_modified = parse_http_date(last_modified_text)
+        return headers, etag, last_modified
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = scope.get("method")
+        conditions = (
+            _request_headers(scope) if self.status_code == 200 and method in ("GET", "HEAD") else {}
+        )
+        opened, self._opened = self._opened, None
+        if opened is not None:
+            st = opened.stat
+        elif method == "HEAD" and self.stat_result is not None:
+            st = self.stat_result
+        else:
+            got = await self._open(scope, conditions)
+            if isinstance(got, OpenedFile):
+                opened, st = got, got.stat
+            else:
+                st = got
+        try:
+            completed = await self._respond(scope, receive, send, conditions, opened, st)
+        finally:
+            if opened is not None:
+                opened.close()
+        if completed and self.background is not None:
+            await self.background()
+
+    async def _open(self, scope: Scope, conditions: dict[str, str]) -> OpenedFile | os.stat_result:
+        """The file opened (and for a plain GET of a small file, read), or only its stat."""
+        method = scope.get("method")
+        path = self._absolute_path
+        plain_get = method == "GET" and not conditions
+        stat_only = method == "HEAD" or (
+            plain_get and self.status_code == 200 and offers_pathsend(scope)
+        )
+        try:
+            if stat_only:
+                if self.stat_result is not None:
+                    return self.stat_result
+                return await anyio.to_thread.run_sync(_stat_file, path)
+            prefetch = self.chunk_size if plain_get else 0
+            return await anyio.to_thread.run_sync(open_file, path, prefetch)
+        except FileNotFoundError:
+            raise RuntimeError(f"File at path {path} does not exist.") from None
+        except NotAFileError:
+            raise RuntimeError(f"File at path {path} is not a regular file.") from None
+
+    async def _respond(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        conditions: dict[str, str],
+        opened: OpenedFile | None,
+        st: os.stat_result,
+    ) -> bool:
+        """Send the response; True once it is complete."""
+        method = scope.get("method")
+        headers, etag, last_modified = self._headers_for(st)
+        # A small file was read already: if it shrank between fstat and read, what
+        # was read is the file (nothing has been announced yet).
+        size = len(opened.data) if opened is not None and opened.data is not None else st.st_size
+        status = self.status_code
+        spans: list[Piece] = [(0, size)]
+        if conditions:
+            now = time.time()
+            outcome = evaluate_preconditions(
+                if_match=conditions.get("if_match"),
+                if_none_match=conditions.get("if_none_match"),
+                if_modified_since=conditions.get("if_modified_since"),
+                if_unmodified_since=conditions.get("if_unmodified_since"),
+                etag=etag,
+                last_modified=last_modified,
+                now=now,
+            )
+            if outcome is not None:
+                drop_last_modified = outcome == NOT_MODIFIED and etag is not None
+                short = _without_representation(headers, drop_last_modified)
+                if outcome == PRECONDITION_FAILED:
+                    short.append((b"content-length", b"0"))
+                await _send_empty(send, outcome, short)
+                return True
+            range_header = conditions.get("range")
+            if_range = conditions.get("if_range")
+            if (
+                range_header is not None
+                and method == "GET"  # RFC 9110 section 14.2: Range is defined for GET only
+                and size > 0  # an empty file has no ranges to give: it is sent whole
+                and (if_range is None or if_range_allows(if_range, etag, last_modified, now))
+            ):
+                ranges = parse_range(range_header, size, self.max_ranges)
+                if ranges == []:
+                    short = _without_representation(headers, False)
+                    short.append((b"content-range", f"bytes */{size}".encode()))
+                    short.append((b"content-length", b"0"))
+                    await _send_empty(send, 416, short)
+                    return True
+                if ranges:
+                    status, spans, size = _ranged(headers, ranges, size)
+        headers.append((b"content-length", str(size).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        if method == "HEAD":
+            await send({"type": "http.response.body", "body": b""})
+            return True
+        if opened is None:  # a whole file, through the server's pathsend
+            await send({"type": "http.response.pathsend", "path": self._absolute_path})
+            return True
+        if opened.data is not None:  # prefetched: a plain GET, so the whole file
+            await send({"type": "http.response.body", "body": opened.data})
+            return True
+        return await _send_pieces(opened, spans, size, self.chunk_size, send, receive)
+
+
+def offers_pathsend(scope: Scope) -> bool:
+    """Whether the server takes ``http.response.pathsend`` messages."""
+    extensions: dict[str, object] | None = scope.get("extensions")
+    return extensions is not None and "http.response.pathsend" in extensions
+
+
+async def _send_empty(send: Send, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def _ranged(
+    headers: list[tuple[bytes, bytes]], ranges: list[tuple[int, int]], size: int
+) -> tuple[int, list[Piece], int]:
+    """Turn the headers into those of a 206; returns the status, the pieces, the length."""
+    if len(ranges) == 1:
+        start, end = ranges[0]
+        headers.append((b"content-range", f"bytes {start}-{end - 1}/{size}".encode()))
+        return 206, [(start, end)], end - start
+    content_type = None
+    for index, (name, value) in enumerate(headers):
+        if name == b"content-type":
+            content_type = value
+            del headers[index]
+            break
+    boundary = secrets.token_hex(16).encode()
+    pieces: list[Piece] = []
+    length = 0
+    part_type = b"Content-Type: " + content_type + b"\r\n" if content_type is not None else b""
+    for start, end in ranges:
+        head = b"--%s\r\n%sContent-Range: bytes %d-%d/%d\r\n\r\n" % (
+            boundary,
+            part_type,
+            start,
+            end - 1,
+            size,
+        )
+        pieces += [head, (start, end), b"\r\n"]
+        length += len(head) + (end - start) + 2
+    tail = b"--%s--\r\n" % boundary
+    pieces.append(tail)
+    length += len(tail)
+    headers.append((b"content-type", b"multipart/byteranges; boundary=" + boundary))
+    return 206, pieces, length
+
+
+def _log_shrink(path: str, sent: int, announced: int) -> None:
+    logger.warning(
+        "File %s shrank while it was being sent: %d of %d bytes sent; the response ends short",
+        path,
+        sent,
+        announced,
+    )
+
+
+async def _send_pieces(
+    opened: OpenedFile,
+    pieces: list[Piece],
+    total: int,
+    chunk_size: int,
+    send: Send,
+    receive: Receive,
+) -> bool:
+    """Send the body; True once complete, False if the file shrank or the client left."""
+
+    async def send_all() -> bool:
+        fd = opened.fd
+        assert fd is not None
+        sent = 0
+        finished = False
+        pending = b""  # literal bytes (multipart headers) to go out with the next chunk
+        for piece in pieces:
+            if isinstance(piece, bytes):
+                pending += piece
+                continue
+            start, end = piece
+            while start < end:
+                # Several chunks per trip to a thread: the trip costs more than the read.
+                sizes = _chunk_sizes(start, end, chunk_size, READ_AHEAD)
+                chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
+                for wanted, chunk in zip(sizes, chunks, strict=False):
+                    if len(chunk) < wanted:
+                        _log_shrink(opened.path, sent, total)
+                        return False
+                    start += wanted
+                    body = pending + chunk if pending else chunk
+                    pending = b""
+                    sent += len(body)
+                    finished = sent >= total
+                    await send(
+                        {"type": "http.response.body", "body": body, "more_body": not finished}
+                    )
+                if len(chunks) < len(sizes):
+                    _log_shrink(opened.path, sent, total)
+                    return False
+        if not finished:
+            await send({"type": "http.response.body", "body": pending})
+        return True
+
+    try:
+        if total <= chunk_size:
+            return await send_all()
+        return await _until_disconnect(receive, send_all)
+    except OSError:
+        return False  # ASGI 2.4 servers raise OSError from send() once the client is gone
+
+
+async def _until_disconnect(receive: Receive, work: Callable[[], Awaitable[bool]]) -> bool:
+    """Run `work`, cancelled if the client disconnects first (then False)."""
+    result = False
+    with _unwrap_single_error():
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                message: Message = await receive()
+                while message["type"] != "http.disconnect":
+                    message = await receive()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            result = await work()
+            tg.cancel_scope.cancel()
+    return result

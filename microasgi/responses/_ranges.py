@@ -1,0 +1,233 @@
+"""Byte ranges, entity tags and preconditions (RFC 9110 sections 8.8, 13 and 14).
+
+Pure functions over header values, shared by FileResponse and StaticFiles.
+Each one reads its input once, left to right, and stops early where a limit is
+reached, so hostile headers (thousands of tags or ranges, huge numbers) cost
+time linear in their length at most.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Iterator
+from email.utils import parsedate_tz
+
+__all__ = [
+    "NOT_MODIFIED",
+    "PRECONDITION_FAILED",
+    "etag_for",
+    "evaluate_preconditions",
+    "if_range_allows",
+    "matches_any",
+    "parse_http_date",
+    "parse_range",
+]
+
+#: Numbers with more digits than this are larger than any file: they are read
+#: as `_BEYOND` instead of being converted (int() of a long string is slow).
+_MAX_DIGITS = 18
+_BEYOND: int = 10**_MAX_DIGITS
+#: No real HTTP-date is longer than this; longer values are not parsed.
+_MAX_DATE_LENGTH = 64
+_DIGITS = frozenset("0123456789")
+_OWS = " \t"
+
+NOT_MODIFIED = 304
+PRECONDITION_FAILED = 412
+
+
+# -- byte ranges (RFC 9110 section 14) ---------------------------------------------------
+
+
+def _number(text: str) -> int | None:
+    """A run of ASCII digits as an int (None if it is not one); `_BEYOND` if very long."""
+    if not text or not _DIGITS.issuperset(text):
+        return None
+    if len(text) > _MAX_DIGITS:
+        return _BEYOND
+    return int(text)
+
+
+def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
+    """The byte ranges a Range header asks of a representation of `size` bytes.
+
+    Returns None when the header is to be ignored (the whole representation is
+    sent with 200): another unit than ``bytes``, a syntax error anywhere, a
+    range whose last position comes before its first, or more than
+    `max_ranges` ranges. Returns an empty list when the syntax is valid but no
+    range is satisfiable (416). Otherwise the satisfiable ranges as
+    ``(start, end)`` pairs, `end` exclusive, with overlapping and adjacent ones
+    merged; they keep the order of the request unless some were merged, then
+    they are in ascending order.
+    """
+    unit, equals, range_set = header.partition("=")
+    if not equals or unit.strip(_OWS).lower() != "bytes":
+        return None
+    ranges: list[tuple[int, int]] = []
+    count = 0
+    for element in range_set.split(","):
+        spec = element.strip(_OWS)
+        if not spec:
+            continue  # empty list elements are allowed (RFC 9110 section 5.6.1)
+        count += 1
+        if count > max_ranges:
+            return None
+        first_text, dash, last_text = spec.partition("-")
+        if not dash:
+            return None
+        if first_text:
+            first = _number(first_text)
+            last = _number(last_text) if last_text else None
+            if first is None or (last_text and last is None):
+                return None
+            if last is not None and last < first:
+                return None  # an invalid int-range makes the whole range set invalid
+            if first < size:
+                end = size if last is None else min(last + 1, size)
+                ranges.append((first, end))
+        else:
+            suffix = _number(last_text)
+            if suffix is None:
+                return None
+            if suffix > 0 and size > 0:
+                ranges.append((max(size - suffix, 0), size))
+    if count == 0:
+        return None
+    return _coalesce(ranges)
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Merge overlapping and adjacent ranges: one sort, then one pass (n log n)."""
+    if len(ranges) < 2:
+        return ranges
+    ordered = sorted(ranges)
+    merged = [ordered[0]]
+    for start, end in ordered[1:]:
+        last_start, last_end = merged[-1]
+        if start <= last_end:
+            if end > last_end:
+                merged[-1] = (last_start, end)
+        else:
+            merged.append((start, end))
+    # Nothing merged: the parts go out in the order they were asked for
+    # (RFC 9110 section 14.6 asks for that).
+    return ranges if len(merged) == len(ranges) else merged
+
+
+# -- entity tags and dates ---------------------------------------------------------------
+
+
+def etag_for(mtime_ns: int, size: int, suffix: str = "") -> str:
+    """A strong entity tag from a file's modification time (ns) and size."""
+    return f'"{mtime_ns:x}-{size:x}{suffix}"'
+
+
+def _entity_tags(value: str) -> Iterator[tuple[bool, str]]:
+    """(weak, opaque-tag) for each entity tag of a list; stops at the first malformed one.
+
+    The opaque tag keeps its quotes. Commas may appear inside a tag, so the
+    list is scanned, not split.
+    """
+    i, n = 0, len(value)
+    while i < n:
+        char = value[i]
+        if char in " \t,":
+            i += 1
+            continue
+        weak = value.startswith("W/", i)
+        if weak:
+            i += 2
+        if i >= n or value[i] != '"':
+            return
+        close = value.find('"', i + 1)
+        if close < 0:
+            return
+        yield weak, value[i : close + 1]
+        i = close + 1
+
+
+def matches_any(header: str, etag: str, *, weak: bool) -> bool:
+    """Whether the entity-tag list `header` (or ``*``) matches `etag`.
+
+    Weak comparison (If-None-Match) compares the opaque tags only; strong
+    comparison (If-Match, If-Range) also needs both tags to be strong.
+    """
+    if header.strip(_OWS) == "*":
+        return True
+    etag_weak = etag.startswith("W/")
+    opaque = etag[2:] if etag_weak else etag
+    if not weak and etag_weak:
+        return False
+    return any(tag == opaque and (weak or not tag_weak) for tag_weak, tag in _entity_tags(header))
+
+
+def parse_http_date(value: str) -> int | None:
+    """An HTTP-date (any of the three formats of RFC 9110 section 5.6.7) as Unix seconds."""
+    if len(value) > _MAX_DATE_LENGTH:
+        return None
+    parsed = parsedate_tz(value)
+    if parsed is None:
+        return None
+    try:
+        return calendar.timegm((*parsed[:6], 0, 0, 0)) - (parsed[9] or 0)
+    except (ValueError, OverflowError):
+        return None
+
+
+# -- preconditions (RFC 9110 section 13.2.2) ---------------------------------------------
+
+
+def evaluate_preconditions(
+    *,
+    if_match: str | None,
+    if_none_match: str | None,
+    if_modified_since: str | None,
+    if_unmodified_since: str | None,
+    etag: str | None,
+    last_modified: int | None,
+    now: float,
+) -> int | None:
+    """What the preconditions of a GET or HEAD ask for: 304, 412, or None (go on).
+
+    `last_modified` is the representation's modification time in whole
+    seconds (as sent in Last-Modified). Steps in the order of RFC 9110
+    section 13.2.2; a date that does not parse, or lies in the future, is
+    ignored; If-Modified-Since is ignored when If-None-Match is present.
+    """
+    if if_match is not None:
+        if etag is None or not matches_any(if_match, etag, weak=False):
+            return PRECONDITION_FAILED
+    elif if_unmodified_since is not None and last_modified is not None:
+        date = parse_http_date(if_unmodified_since)
+        if date is not None and last_modified > date:
+            return PRECONDITION_FAILED
+    if if_none_match is not None:
+        if etag is not None and matches_any(if_none_match, etag, weak=True):
+            return NOT_MODIFIED
+    elif if_modified_since is not None and last_modified is not None:
+        date = parse_http_date(if_modified_since)
+        if date is not None and date <= now and last_modified <= date:
+            return NOT_MODIFIED
+    return None
+
+
+def if_range_allows(value: str, etag: str | None, last_modified: int | None, now: float) -> bool:
+    """Whether an If-Range header lets the Range header apply (RFC 9110 section 13.1.5).
+
+    An entity tag must match strongly. A date must equal Last-Modified, and a
+    modification time counts as a strong validator only once it is at least a
+    second old (the file could have changed twice within that second).
+    """
+    value = value.strip(_OWS)
+    if value.startswith("W/"):
+        return False  # a weak tag never matches strongly
+    if value.startswith('"'):
+        # Exactly one strong tag: the value is that tag, quotes included.
+        return etag is not None and value == etag and value.count('"') == 2
+    date = parse_http_date(value)
+    return (
+        date is not None
+        and last_modified is not None
+        and date == last_modified
+        and now - last_modified >= 1
+    )
