@@ -10,6 +10,7 @@ from typing import Any
 
 from harness import ASGIApp, Receive, Scope, Send
 from starlette.applications import Starlette
+from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.requests import Request as StarletteRequest
 from starlette.responses import JSONResponse as StarletteJSONResponse
 from starlette.responses import PlainTextResponse as StarlettePlainTextResponse
@@ -20,10 +21,12 @@ from microasgi import App, Request
 __all__ = [
     "HELLO",
     "microasgi_json",
+    "microasgi_json_function_middleware",
     "microasgi_plaintext",
     "raw_json",
     "raw_plaintext",
     "starlette_json",
+    "starlette_json_function_middleware",
     "starlette_plaintext",
 ]
 
@@ -83,6 +86,18 @@ def microasgi_json(paths: list[str]) -> ASGIApp:
     return app
 
 
+def microasgi_json_function_middleware(paths: list[str]) -> ASGIApp:
+    """The JSON app with one function middleware that passes the request on."""
+    app = microasgi_json(paths)
+    assert isinstance(app, App)
+
+    @app.middleware
+    async def pass_on(request: Request, call_next: Any) -> Any:
+        return await call_next(request)
+
+    return app
+
+
 # -- Starlette -------------------------------------------------------------------------
 
 
@@ -101,3 +116,15 @@ def starlette_json(paths: list[str]) -> ASGIApp:
         StarletteRoute(path, get_user, name=f"user{index}") for index, path in enumerate(paths)
     ]
     return Starlette(routes=routes)
+
+
+def starlette_json_function_middleware(paths: list[str]) -> ASGIApp:
+    """The JSON app with one BaseHTTPMiddleware (Starlette's function middleware)."""
+    app = starlette_json(paths)
+    assert isinstance(app, Starlette)
+
+    async def pass_on(request: StarletteRequest, call_next: Any) -> Any:
+        return await call_next(request)
+
+    app.add_middleware(BaseHTTPMiddleware, dispatch=pass_on)
+    return app

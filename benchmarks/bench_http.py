@@ -32,10 +32,12 @@ from typing import Any
 from apps import (
     HELLO,
     microasgi_json,
+    microasgi_json_function_middleware,
     microasgi_plaintext,
     raw_json,
     raw_plaintext,
     starlette_json,
+    starlette_json_function_middleware,
     starlette_plaintext,
 )
 from harness import (
@@ -62,6 +64,7 @@ FRAMEWORKS = (MICROASGI, STARLETTE)
 PLAINTEXT = "plaintext"
 JSON_ROUTE = "json"
 ROUTES = "routes"
+FUNCTION_MIDDLEWARE = "function middleware"
 FLOOR = "floor"
 NOOP = "no-op app"
 
@@ -72,6 +75,8 @@ ROUTE_COUNTS = (1, 100, 1000)
 TARGET_JSON_RATIO = 1.6
 #: 1,000 routes / 1 route, requesting the last route registered.
 TARGET_ROUTE_SCALING = 1.15
+#: What one function middleware adds to the JSON route, in µs.
+TARGET_FUNCTION_MIDDLEWARE_US = 1.0
 
 
 @dataclass(frozen=True)
@@ -136,6 +141,21 @@ def build_benches() -> list[Bench]:
         Bench(JSON_ROUTE, RAW, raw_json, json_scope, user),
         Bench(JSON_ROUTE, MICROASGI, microasgi_json(json_paths), json_scope, user),
         Bench(JSON_ROUTE, STARLETTE, starlette_json(json_paths), json_scope, user),
+        Bench(FUNCTION_MIDDLEWARE, RAW, raw_json, json_scope, user),
+        Bench(
+            FUNCTION_MIDDLEWARE,
+            MICROASGI,
+            microasgi_json_function_middleware(json_paths),
+            json_scope,
+            user,
+        ),
+        Bench(
+            FUNCTION_MIDDLEWARE,
+            STARLETTE,
+            starlette_json_function_middleware(json_paths),
+            json_scope,
+            user,
+        ),
     ]
     # Raw ASGI does not route: it is timed once, on the path of the last of 1,000 routes.
     last_scope = http_scope(f"/r{max(ROUTE_COUNTS) - 1}/users/{USER_ID}")
@@ -220,6 +240,13 @@ class Results:
             / self.find(ROUTES, framework, fewest).best_us
         )
 
+    def middleware_cost(self, framework: str) -> float:
+        """µs one function middleware adds to the JSON route."""
+        return (
+            self.find(FUNCTION_MIDDLEWARE, framework).best_us
+            - self.find(JSON_ROUTE, framework).best_us
+        )
+
     def targets(self) -> list[Target]:
         def json_ratio(framework: str) -> float:
             return self.ratio_to_raw(self.find(JSON_ROUTE, framework))
@@ -236,6 +263,12 @@ class Results:
                 TARGET_ROUTE_SCALING,
                 self.route_scaling(MICROASGI),
                 self.route_scaling(STARLETTE),
+            ),
+            Target(
+                "one function middleware, µs added to the JSON route",
+                TARGET_FUNCTION_MIDDLEWARE_US,
+                self.middleware_cost(MICROASGI),
+                self.middleware_cost(STARLETTE),
             ),
         ]
 
@@ -256,6 +289,7 @@ _SCENARIO_TITLES = {
     PLAINTEXT: ("plaintext", "GET /"),
     JSON_ROUTE: ("JSON, int parameter", f"GET /users/{USER_ID}"),
     ROUTES: ("JSON, last of N routes", f"GET /r{{N-1}}/users/{USER_ID}"),
+    FUNCTION_MIDDLEWARE: ("JSON + function middleware", f"GET /users/{USER_ID}"),
 }
 
 

@@ -75,11 +75,16 @@ async def respond(
     """Run the composed chain for `request` and send what comes out.
 
     What a middleware itself raises is answered like an endpoint's error, but
-    after the middleware (it cannot change that answer).
+    after the middleware (it cannot change that answer). Uploads the request
+    parsed are closed once the response is sent.
     """
     try:
-        response = await composed(request)
-    except Exception as exc:
-        await errors_for(scope).http_error(exc, scope, receive, send, connection=request)
-        return
-    await response(scope, receive, send)
+        try:
+            response = await composed(request)
+        except Exception as exc:
+            await errors_for(scope).http_error(exc, scope, receive, send, connection=request)
+            return
+        await response(scope, receive, send)
+    finally:
+        if request._form is not None:
+            await request.close()

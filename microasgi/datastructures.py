@@ -306,9 +306,16 @@ class MutableHeaders(Headers):
     def __setitem__(self, key: str, value: str) -> None:
         """Replace every value of `key` with `value`."""
         name = key.lower().encode("latin-1")
-        _check_header(name, value)
-        self.raw[:] = [(k, v) for k, v in self.raw if k != name]
-        self.raw.append((name, value.encode("latin-1")))
+        encoded = value.encode("latin-1")
+        # PERF: _check_header inlined (this runs once per header a middleware sets).
+        if b"\r" in encoded or b"\n" in encoded or b"\r" in name or b"\n" in name:
+            raise ValueError("header names and values cannot contain CR or LF")
+        raw = self.raw
+        for existing, _ in raw:
+            if existing == name:
+                raw[:] = [(k, v) for k, v in raw if k != name]
+                break
+        raw.append((name, encoded))
         self._index = None
 
     def __delitem__(self, key: str) -> None:

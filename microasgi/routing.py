@@ -23,10 +23,22 @@ from microasgi.responses._base import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, send
 from microasgi.types import ASGIApp, Receive, Scope, Send
 from microasgi.websockets import WebSocket, WebSocketState
 
-__all__ = ["BaseRoute", "Mount", "NoMatchFound", "Route", "Router", "WebSocketRoute"]
+__all__ = [
+    "PATH_TEMPLATE_KEY",
+    "BaseRoute",
+    "Mount",
+    "NoMatchFound",
+    "Route",
+    "Router",
+    "WebSocketRoute",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _UNSET: Any = object()
+#: Scope key of the matched route's path template, mount prefixes included
+#: (`/api/items/{item_id:int}`): a low-cardinality name for logs and metrics.
+PATH_TEMPLATE_KEY = "path_template"
+_MOUNTED_KEY = "microasgi.mounted"
 _WEBSOCKET = "WEBSOCKET"  # the "method" a websocket scope is routed with
 
 
@@ -184,8 +196,15 @@ class Route(_EndpointRoute):
                 await request.close()  # uploaded files go away with the request
 
     async def _produce(self, request: Request) -> Response:
-        """The endpoint's response to `request` (the general way to call it)."""
-        result, background = await self._call(request, request.scope["path_params"])
+        """The endpoint's response to `request` (what function middleware get)."""
+        call = self._call
+        params = request.scope["path_params"]
+        if call.shape and call.is_async and len(params) == call.param_count:
+            # PERF: the usual endpoints directly, as in handle().
+            if call.shape is CONNECTION_FIRST:
+                return to_response(await call.func(request, **params), self.endpoint)
+            return to_response(await call.func(**params), self.endpoint)
+        result, background = await call(request, params)
         response = to_response(result, self.endpoint)
         if background is not None and background.tasks:
             if response.background is not None:
@@ -200,12 +219,7 @@ class Route(_EndpointRoute):
         composed = self._composed
         if composed is None or composed[0] is not chain:  # one app serves a route, nearly always
             composed = self._composed = (chain, compose(chain, self._produce))
-        request = Request(scope, receive, send)
-        try:
-            await respond(composed[1], scope, receive, send, request)
-        finally:
-            if request._form is not None:
-                await request.close()
+        await respond(composed[1], scope, receive, send, Request(scope, receive, send))
 
     def __repr__(self) -> str:
         methods = sorted(self.methods)
@@ -403,6 +417,11 @@ class Mount(BaseRoute):
         if ROOT_PATH_KEY not in scope:  # the outermost app's, for url_for below the mount
             child[ROOT_PATH_KEY] = root_path
         child["root_path"] = root_path + prefix
+        # For the path template below: (the templates of the mounts crossed, the outermost scope).
+        mounted = scope.get(_MOUNTED_KEY)
+        child[_MOUNTED_KEY] = (
+            (self.path, scope) if mounted is None else (mounted[0] + self.path, mounted[1])
+        )
         await self.app(child, receive, send)
 
     def url_path_for(self, name: str, params: dict[str, Any]) -> str | None:
@@ -558,6 +577,13 @@ class Router(_Registration):
             params = dict(zip(names, values, strict=True))
         parent = scope.get("path_params")
         scope["path_params"] = {**parent, **params} if parent else params
+        # The matched template, mount prefixes included, for logs and metrics; also
+        # written into the outermost scope, which a mount copies.
+        mounted = scope.get(_MOUNTED_KEY)
+        if mounted is None:
+            scope[PATH_TEMPLATE_KEY] = route.path
+        else:
+            mounted[1][PATH_TEMPLATE_KEY] = scope[PATH_TEMPLATE_KEY] = mounted[0] + route.path
         if route.mount is not None:
             await route.mount.handle(scope, receive, send, prefix)
         else:

@@ -983,3 +983,21 @@ async def test_mid_stream_error_is_logged_as_itself_not_as_a_group(
     assert errors[0].exc_info is not None and errors[0].exc_info[0] is KeyError
     starts = [m for m in exchange.sent if m["type"] == "http.response.start"]
     assert len(starts) == 1
+
+
+@pytest.mark.parametrize(
+    "value",
+    [{"a": [1, "é", None]}, [], [{"x": 1.5}], "", "text ✓", "x" * 10_000],
+    ids=["dict", "empty list", "list", "empty str", "str", "long str"],
+)
+def test_to_response_builds_what_the_constructor_builds(value: Any) -> None:
+    from microasgi.responses import JSONResponse, PlainTextResponse
+    from microasgi.responses._base import to_response
+
+    made = to_response(value, None)
+    expected = (JSONResponse if isinstance(value, (dict, list)) else PlainTextResponse)(value)
+    assert type(made) is type(expected)
+    for attribute in ("status_code", "body", "raw_headers", "background", "media_type", "charset"):
+        assert getattr(made, attribute) == getattr(expected, attribute), attribute
+    made.headers["x-added"] = "1"  # an editable response like any other
+    assert made.raw_headers[-1] == (b"x-added", b"1")

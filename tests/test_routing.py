@@ -1462,3 +1462,71 @@ def test_short_path_is_not_taken_with_a_mounts_parameters(make_client: Any) -> N
         "item": 3,
         "all": {"org": "acme", "item": 3},
     }
+
+
+# -- the matched path template in the scope ---------------------------------------------------
+
+
+class RecordTemplate:
+    """An outer pure-ASGI middleware reading scope["path_template"] as the response starts."""
+
+    def __init__(self, app: Any, seen: list[Any]) -> None:
+        self.app = app
+        self.seen = seen
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def watch(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                self.seen.append(scope.get("path_template"))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        self.seen.append(scope.get("path_template"))
+
+
+def test_the_matched_path_template_is_in_the_scope(make_client: Any) -> None:
+    seen: list[Any] = []
+    app = App(middleware=[Middleware(RecordTemplate, seen=seen)])
+
+    @app.get("/users/{user_id:int}")
+    async def user(request: Request, user_id: int) -> str:
+        return str(request.scope["path_template"])
+
+    api = Router()
+
+    @api.get("/items/{item_id}")
+    async def item(request: Request, item_id: str) -> str:
+        return str(request.scope["path_template"])
+
+    v2 = Router()
+
+    @v2.get("/things/{name}")
+    async def thing(request: Request, name: str) -> str:
+        return str(request.scope["path_template"])
+
+    api.mount("/v2", v2)
+    app.mount("/org/{org}/api", api)
+
+    async def raw(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse(str(scope.get("path_template")))(scope, receive, send)
+
+    app.mount("/static", raw)
+
+    client = make_client(app)
+    assert client.get("/users/7").text == "/users/{user_id:int}"
+    assert client.get("/org/acme/api/items/3").text == "/org/{org}/api/items/{item_id}"
+    assert client.get("/org/acme/api/v2/things/x").text == "/org/{org}/api/v2/things/{name}"
+    assert client.get("/static/css/site.css").text == "/static"
+    assert client.get("/nowhere").status_code == 404
+    assert seen == [
+        "/users/{user_id:int}",
+        "/users/{user_id:int}",
+        "/org/{org}/api/items/{item_id}",
+        "/org/{org}/api/items/{item_id}",
+        "/org/{org}/api/v2/things/{name}",
+        "/org/{org}/api/v2/things/{name}",
+        "/static",
+        "/static",
+        None,  # no route matched: no template
+        None,
+    ]
