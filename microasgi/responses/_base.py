@@ -15,7 +15,6 @@ from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
 from microasgi.types import Receive, Scope, Send
 
-
 _CONTENT_TYPES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
 
