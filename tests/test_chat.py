@@ -6,8 +6,10 @@ import html
 import json
 import re
 import time
+import weakref
 from collections.abc import Iterator
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import anyio
 import anyio.abc
@@ -22,6 +24,7 @@ from examples.chat.app import (
     RateLimit,
     TokenBucket,
     client_event,
+    client_text,
     forward_events,
     nesting_depth,
     parse_message,
@@ -46,10 +49,25 @@ def client(make_client: MakeClient) -> Iterator[TestClient]:
         yield client
 
 
+# Events a session received in a batch and the test has not read yet.
+_unread: weakref.WeakKeyDictionary[WebSocketSession, list[dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def receive_event(ws: WebSocketSession) -> dict[str, Any]:
+    """The next event, batches taken apart."""
+    unread = _unread.setdefault(ws, [])
+    if not unread:
+        event: dict[str, Any] = ws.receive_json(timeout=TIMEOUT)
+        unread += event["events"] if event["type"] == "batch" else [event]
+    return unread.pop(0)
+
+
 def next_event(ws: WebSocketSession, *types: str) -> dict[str, Any]:
     """The next event of one of `types` (all types if none), skipping the others."""
     while True:
-        event: dict[str, Any] = ws.receive_json(timeout=TIMEOUT)
+        event = receive_event(ws)
         if not types or event["type"] in types:
             return event
 
@@ -59,10 +77,6 @@ def joined(client: TestClient, room: str, nick: str) -> WebSocketSession:
     ws = client.websocket_connect(f"/ws/{room}?nick={nick}")
     assert next_event(ws) == {"type": "join", "nick": nick}
     return ws
-
-
-def notice(text: str) -> dict[str, str]:
-    return {"type": "notice", "text": text}
 
 
 def say(ws: WebSocketSession, text: str) -> None:
@@ -582,10 +596,12 @@ def test_undelivered_message_is_reported(
     down = False
     publish = Broadcast.publish
 
-    async def flaky_publish(self: Broadcast, channel: str, message: str) -> None:
+    async def flaky_publish(
+        self: Broadcast, channel: str, message: str, *, keep: bool = True
+    ) -> str | None:
         if down:
             raise BroadcastError("Redis is unreachable, the message was not published")
-        await publish(self, channel, message)
+        return await publish(self, channel, message, keep=keep)
 
     monkeypatch.setattr(Broadcast, "publish", flaky_publish)
     with joined(client, "r", "ann") as ann, joined(client, "r", "bob") as bob:
@@ -605,7 +621,9 @@ def test_undelivered_message_is_reported(
 def test_join_while_the_backend_is_down(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def failing_publish(self: Broadcast, channel: str, message: str) -> None:
+    async def failing_publish(
+        self: Broadcast, channel: str, message: str, *, keep: bool = True
+    ) -> str | None:
         raise BroadcastError("Redis is unreachable")
 
     monkeypatch.setattr(Broadcast, "publish", failing_publish)
@@ -615,13 +633,47 @@ def test_join_while_the_backend_is_down(
         assert "others may not see that you joined" in event["text"]
 
 
+POSITION = "0123456789abcdef-7"
+
+
 @pytest.mark.parametrize(
     ("event", "expected"),
     [
         (Event("c", '{"type": "join", "nick": "x"}'), {"type": "join", "nick": "x"}),
-        (Event("c", None, "gap", 3), notice("Some messages may have been lost (3 missed).")),
-        (Event("c", None, "gap", None), notice("Some messages may have been lost.")),
-        (Event("c", None, "reconnected"), notice("Reconnected to the chat service.")),
+        (
+            Event("c", '{"type": "message", "text": "hi"}', position=POSITION),
+            {"type": "message", "text": "hi", "position": POSITION},
+        ),
+        (
+            Event("c", None, "gap", 3, POSITION),
+            {
+                "type": "notice",
+                "reason": "gap",
+                "text": "3 messages could not be delivered.",
+                "missed": 3,
+                "position": POSITION,
+            },
+        ),
+        (
+            Event("c", None, "gap", 1, POSITION),
+            {
+                "type": "notice",
+                "reason": "gap",
+                "text": "1 message could not be delivered.",
+                "missed": 1,
+                "position": POSITION,
+            },
+        ),
+        (
+            Event("c", None, "reset", None, "0123456789abcdef-0"),
+            {
+                "type": "notice",
+                "reason": "reset",
+                "text": "The chat's history was reset: messages sent before this point "
+                "may be missing.",
+                "position": "0123456789abcdef-0",
+            },
+        ),
         (Event("c", "not json"), None),
         (Event("c", '{"type": "admin", "text": "x"}'), None),
         (Event("c", "[1]"), None),
@@ -631,14 +683,16 @@ def test_broadcast_events_become_client_events(
     event: Event, expected: dict[str, Any] | None
 ) -> None:
     assert client_event(event) == expected
+    text = client_text(event)
+    assert (json.loads(text) if text is not None else None) == expected
 
 
 class FakeWebSocket:
     def __init__(self) -> None:
         self.sent: list[Any] = []
 
-    async def send_json(self, data: Any) -> None:
-        self.sent.append(data)
+    async def send_text(self, data: str) -> None:
+        self.sent.append(json.loads(data))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.sent.append(("close", code, reason))
@@ -662,17 +716,110 @@ async def test_closing_the_broadcast_closes_the_sockets() -> None:
             async with broadcast.subscribe("c") as subscriber:
                 outbox = Outbox(cast(WebSocket, ws))
                 tg.start_soon(forward_events, subscriber, outbox, tg.cancel_scope)
-                await broadcast.publish("c", '{"type": "join", "nick": "ann"}')
+                await broadcast.publish("c", '{"type": "join", "nick": "ann"}', keep=False)
+                await anyio.wait_all_tasks_blocked()
                 shutdown.set()
                 await anyio.sleep_forever()  # until forward_events cancels the group
     assert ws.sent == [{"type": "join", "nick": "ann"}, ("close", 1012, "the server is restarting")]
 
 
+@pytest.mark.anyio
+async def test_waiting_events_go_in_one_frame() -> None:
+    ws = FakeWebSocket()
+    with anyio.fail_after(TIMEOUT):
+        async with (
+            Broadcast("memory://") as broadcast,
+            broadcast.subscribe("c") as subscriber,
+            anyio.create_task_group() as tg,
+        ):
+            for nick in ("ann", "bob", "cy"):
+                await broadcast.publish("c", json.dumps({"type": "join", "nick": nick}))
+            await broadcast.publish("c", "not ours: left out")
+            tg.start_soon(forward_events, subscriber, Outbox(cast(WebSocket, ws)), tg.cancel_scope)
+            await anyio.wait_all_tasks_blocked()
+            await broadcast.publish("c", json.dumps({"type": "leave", "nick": "ann"}), keep=False)
+            await anyio.wait_all_tasks_blocked()
+            tg.cancel_scope.cancel()
+    batch, alone = ws.sent
+    assert [event["nick"] for event in batch["events"]] == ["ann", "bob", "cy"]
+    assert batch["type"] == "batch"
+    assert all(event["position"] for event in batch["events"])
+    assert alone == {"type": "leave", "nick": "ann"}
+
+
 class GoneWebSocket(FakeWebSocket):
-    async def send_json(self, data: Any) -> None:
+    async def send_text(self, data: str) -> None:
         raise ConnectionResetError("the client is gone")  # what servers raise: an OSError
 
 
 @pytest.mark.anyio
 async def test_sending_to_a_client_that_left_is_not_an_error() -> None:
     await Outbox(cast(WebSocket, GoneWebSocket())).send({"type": "join", "nick": "ann"})
+
+
+# -- history and resuming -----------------------------------------------------------------
+
+
+def test_a_newcomer_sees_the_last_50_messages_then_its_join(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROASGI_CHAT_BURST", "100")
+    with make_client(app) as client, joined(client, "h", "ann") as ann:
+        for i in range(60):
+            say(ann, f"m{i}")
+        last = [next_event(ann, "message") for _ in range(60)][-1]
+        with client.websocket_connect("/ws/h?nick=bob") as bob:
+            frame = bob.receive_json(timeout=TIMEOUT)  # the history comes in one frame
+            assert frame["type"] == "batch"
+            _unread[bob] = events = frame["events"]
+            assert len(events) >= 50
+            history = [next_event(bob) for _ in range(50)]
+            assert [e["text"] for e in history] == [f"m{i}" for i in range(10, 60)]
+            assert history[-1]["position"] == last["position"]
+            assert next_event(bob) == {"type": "join", "nick": "bob"}  # not kept, no position
+        assert next_event(ann) == {"type": "join", "nick": "bob"}
+        assert next_event(ann) == {"type": "leave", "nick": "bob"}
+
+
+def test_a_returning_client_gets_what_it_missed_once_in_order(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICROASGI_CHAT_BURST", "100")
+    with make_client(app) as client, joined(client, "back", "ann") as ann:
+        with joined(client, "back", "bob") as bob:
+            say(ann, "seen")
+            position = next_event(bob, "message")["position"]
+        for i in range(5):
+            say(ann, f"missed {i}")
+        with client.websocket_connect(f"/ws/back?nick=bob&since={position}") as bob:
+            events = [next_event(bob) for _ in range(6)]
+            assert [e.get("text") for e in events[:5]] == [f"missed {i}" for i in range(5)]
+            assert events[5] == {"type": "join", "nick": "bob"}
+            say(ann, "live")
+            assert next_event(bob)["text"] == "live"  # nothing twice in between
+
+
+@pytest.mark.parametrize(
+    "since", ["", "yesterday", "0123456789ABCDEF-1", "0123456789abcdef-01", "x" * 5000]
+)
+def test_an_invalid_since_is_answered_and_ignored(client: TestClient, since: str) -> None:
+    with joined(client, "s", "ann") as ann:
+        say(ann, "before")
+        next_event(ann, "message")
+        query = urlencode({"nick": "bob", "since": since})
+        with client.websocket_connect(f"/ws/s?{query}") as bob:
+            error = next_event(bob)
+            assert (error["type"], error["reason"]) == ("error", "invalid_since")
+            assert next_event(bob)["text"] == "before"  # the recent messages instead
+            assert next_event(bob) == {"type": "join", "nick": "bob"}
+
+
+def test_a_position_from_another_history_is_a_reset(client: TestClient) -> None:
+    with joined(client, "r", "ann") as ann:
+        say(ann, "kept")
+        next_event(ann, "message")
+        with client.websocket_connect("/ws/r?nick=bob&since=0123456789abcdef-3") as bob:
+            reset = next_event(bob)
+            assert (reset["type"], reset["reason"]) == ("notice", "reset")
+            assert next_event(bob)["text"] == "kept"  # this history, from its start
+            assert next_event(bob) == {"type": "join", "nick": "bob"}

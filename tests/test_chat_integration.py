@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
 from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -34,12 +35,16 @@ class ChatServer(ServerProcess):
     """`python -m microasgi run examples.chat:app` in a process of its own."""
 
     def __init__(
-        self, port: int, broadcast_url: str = "memory://", workers: int | None = None
+        self,
+        port: int,
+        broadcast_url: str = "memory://",
+        workers: int | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             "examples.chat:app",
             port,
-            env={"MICROASGI_BROADCAST_URL": broadcast_url},
+            env={"MICROASGI_BROADCAST_URL": broadcast_url, **(env or {})},
             args=["--workers", str(workers)] if workers else [],
         )
         self.broadcast_url = broadcast_url
@@ -48,9 +53,12 @@ class ChatServer(ServerProcess):
 
 @contextlib.contextmanager
 def chat_server(
-    broadcast_url: str = "memory://", *, workers: int | None = None
+    broadcast_url: str = "memory://",
+    *,
+    workers: int | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[ChatServer]:
-    server = ChatServer(free_port(), broadcast_url, workers)
+    server = ChatServer(free_port(), broadcast_url, workers, env)
     try:
         server.start()
         yield server
@@ -58,11 +66,24 @@ def chat_server(
         server.close()
 
 
+def events_of(frame: str | bytes) -> list[Any]:
+    """The events in one frame from the chat: one, or several in a batch."""
+    event = json.loads(frame)
+    return list(event["events"]) if event["type"] == "batch" else [event]
+
+
+# Events a connection received in a batch and the test has not read yet.
+_unread: weakref.WeakKeyDictionary[ClientConnection, list[Any]] = weakref.WeakKeyDictionary()
+
+
 async def next_event(ws: ClientConnection, *types: str, timeout: float = TIMEOUT) -> Any:
     """The next event of one of `types` (any if none), skipping the others."""
+    unread = _unread.setdefault(ws, [])
     async with asyncio.timeout(timeout):
         while True:
-            event = json.loads(await ws.recv())
+            if not unread:
+                unread += events_of(await ws.recv())
+            event = unread.pop(0)
             if not types or event["type"] in types:
                 return event
 
@@ -270,9 +291,9 @@ def test_a_flooding_client_is_closed_and_the_others_are_heard(server: ChatServer
                 reasons = []
                 with contextlib.suppress(websockets.ConnectionClosed):
                     async for raw in flood:
-                        event = json.loads(raw)
-                        if event["type"] == "error":
-                            reasons.append(event["reason"])
+                        for event in events_of(raw):
+                            if event["type"] == "error":
+                                reasons.append(event["reason"])
                 return reasons, flood.close_code
 
             watching = asyncio.create_task(flood_events())

@@ -6,8 +6,11 @@
         python -m microasgi run examples.chat:app --workers 4  # four processes, one chat
 
 Pages: ``GET /`` (choose a nickname and a room) and ``GET /rooms/{room}`` (the chat).
-The browser talks to ``/ws/{room}?nick=NAME``: it sends text frames ``{"text": "..."}``
-and receives JSON events: ``message``, ``join``, ``leave``, ``notice`` and ``error``.
+The browser talks to ``/ws/{room}?nick=NAME`` (``&since=POSITION`` when it comes back):
+it sends text frames ``{"text": "..."}`` and receives JSON events: ``message``,
+``join``, ``leave``, ``notice`` and ``error``, several at once as a ``batch``. A newcomer
+first gets the room's last 50 messages; a client that comes back with the position of
+the last message it showed gets every message it missed, once, in order.
 Each connection may send MICROASGI_CHAT_RATE messages a second (default 5), in bursts
 of up to MICROASGI_CHAT_BURST (default 10). docs/chat.md walks through this file.
 """
@@ -25,6 +28,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -42,7 +46,7 @@ from microasgi import (
     WebSocket,
     WebSocketDisconnect,
 )
-from microasgi.broadcast import Broadcast, BroadcastError, Event, Subscriber
+from microasgi.broadcast import Broadcast, BroadcastError, Event, Subscriber, is_position
 from microasgi.middleware import (
     CrossOriginProtectionMiddleware,
     Middleware,
@@ -55,6 +59,7 @@ __all__ = [
     "app",
     "clean_nick",
     "client_event",
+    "client_text",
     "nesting_depth",
     "parse_message",
     "valid_room",
@@ -75,6 +80,8 @@ DEFAULT_RATE = 5.0  # messages a second, per connection
 DEFAULT_BURST = 10
 CHANNEL_PREFIX = "chat:room:"
 LEAVE_TIMEOUT = 5.0  # seconds we try to announce a leave once the client is gone
+HISTORY = 50  # messages a newcomer sees from before it joined
+BATCH = 100  # events sent in one frame at most, when several are waiting
 
 _ROOM = re.compile(rf"[A-Za-z0-9_-]{{1,{MAX_ROOM}}}")
 # Control characters (except tab and newline) and lone surrogates, which cannot be
@@ -215,21 +222,35 @@ class TokenBucket:
 
 
 def client_event(event: Event) -> dict[str, Any] | None:
-    """The JSON a client gets for a Broadcast event (None: nothing to tell)."""
+    """The JSON a client gets for a Broadcast event (None: nothing to tell).
+
+    Messages carry their position: the page sends the last one it showed back as
+    `?since=` when it reconnects.
+    """
     if event.kind == "message":
         try:
             data = json.loads(event.message or "")
         except ValueError:
             return None  # not published by this app (anyone can PUBLISH on Redis)
-        if isinstance(data, dict) and data.get("type") in ("message", "join", "leave"):
-            return data
-        return None
-    if event.kind == "gap":
-        text = "Some messages may have been lost"
-        if event.missed:
-            text += f" ({event.missed} missed)"
-        return {"type": "notice", "text": text + "."}
-    return {"type": "notice", "text": "Reconnected to the chat service."}
+        if not (isinstance(data, dict) and data.get("type") in ("message", "join", "leave")):
+            return None
+    elif event.kind == "gap":
+        missed = event.missed or 0
+        text = f"{missed} message{'s' if missed != 1 else ''} could not be delivered."
+        data = {"type": "notice", "reason": "gap", "text": text, "missed": missed}
+    else:
+        text = "The chat's history was reset: messages sent before this point may be missing."
+        data = {"type": "notice", "reason": "reset", "text": text}
+    if event.position is not None:
+        data["position"] = event.position
+    return data
+
+
+@lru_cache(maxsize=256)
+def client_text(event: Event) -> str | None:
+    """`client_event` as JSON text, worked out once per event for all its subscribers."""
+    data = client_event(event)
+    return None if data is None else json.dumps(data, ensure_ascii=False)
 
 
 def message_event(nick: str, text: str) -> dict[str, Any]:
@@ -254,9 +275,12 @@ class Outbox:
         self._lock = anyio.Lock()
 
     async def send(self, data: dict[str, Any]) -> None:
+        await self.send_text(json.dumps(data, ensure_ascii=False))
+
+    async def send_text(self, text: str) -> None:
         async with self._lock:
             with contextlib.suppress(OSError):
-                await self.ws.send_json(data)
+                await self.ws.send_text(text)
 
     async def error(self, text: str, reason: str, **extra: Any) -> None:
         await self.send({"type": "error", "reason": reason, "text": text, **extra})
@@ -383,15 +407,24 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
     except ValueError as exc:
         await ws.close(1008, f"invalid nickname: {exc}")
         return
+    # Where a returning client left off; anything else is answered, then ignored.
+    since = ws.query_params.get("since")
+    invalid_since = since is not None and not is_position(since)
 
     broadcast: Broadcast = ws.state.broadcast
     channel = CHANNEL_PREFIX + room
     await ws.accept()
     outbox = Outbox(ws)
+    if invalid_since:
+        await outbox.error("since is not a position: showing the recent messages", "invalid_since")
+        since = None
     try:
-        async with broadcast.subscribe(channel) as subscriber, anyio.create_task_group() as tg:
+        async with (
+            broadcast.subscribe(channel, since, history=0 if since else HISTORY) as subscriber,
+            anyio.create_task_group() as tg,
+        ):
             tg.start_soon(forward_events, subscriber, outbox, tg.cancel_scope)
-            if not await publish(broadcast, channel, {"type": "join", "nick": nick}):
+            if not await publish(broadcast, channel, {"type": "join", "nick": nick}, keep=False):
                 await outbox.error(
                     "The chat service is unavailable: others may not see that you joined.",
                     "not_delivered",
@@ -405,7 +438,7 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
     finally:
         # Shielded: this also runs when the connection is cancelled (server shutdown).
         with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
-            await publish(broadcast, channel, {"type": "leave", "nick": nick})
+            await publish(broadcast, channel, {"type": "leave", "nick": nick}, keep=False)
 
 
 def same_origin(ws: WebSocket) -> bool:
@@ -417,10 +450,16 @@ def same_origin(ws: WebSocket) -> bool:
     return parts.scheme in ("http", "https") and parts.netloc == ws.headers.get("host")
 
 
-async def publish(broadcast: Broadcast, channel: str, data: dict[str, Any]) -> bool:
-    """Publish `data` as JSON; False if the backend (Redis) cannot be reached."""
+async def publish(
+    broadcast: Broadcast, channel: str, data: dict[str, Any], *, keep: bool = True
+) -> bool:
+    """Publish `data` as JSON; False if the backend (Redis) cannot be reached.
+
+    Join and leave notices are not kept (`keep=False`): a room's history and what a
+    returning client is sent are its messages.
+    """
     try:
-        await broadcast.publish(channel, json.dumps(data, ensure_ascii=False))
+        await broadcast.publish(channel, json.dumps(data, ensure_ascii=False), keep=keep)
     except BroadcastError as exc:
         logger.warning("chat: %s: %s", channel, exc)
         return False
@@ -493,11 +532,18 @@ def _text_of(raw: str | None) -> dict[str, str]:
 
 
 async def forward_events(subscriber: Subscriber, outbox: Outbox, done: anyio.CancelScope) -> None:
-    """Send the room's events to the client, until the subscription ends."""
-    async for event in subscriber:
-        data = client_event(event)
-        if data is not None:
-            await outbox.send(data)
+    """Send the room's events to the client, until the subscription ends.
+
+    Events that are waiting together (a newcomer's history, a returning client's
+    missed messages, a busy room) go in one frame: {"type": "batch", "events": [...]}.
+    """
+    with contextlib.suppress(StopAsyncIteration):
+        while True:
+            texts = [t for e in await subscriber.get_batch(BATCH) if (t := client_text(e))]
+            if len(texts) == 1:
+                await outbox.send_text(texts[0])
+            elif texts:
+                await outbox.send_text('{"type": "batch", "events": [' + ", ".join(texts) + "]}")
     # The Broadcast was closed: the server is shutting down. The client reconnects.
     with contextlib.suppress(OSError):
         await outbox.ws.close(1012, "the server is restarting")

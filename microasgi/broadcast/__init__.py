@@ -1,8 +1,10 @@
 """Publish/subscribe for fanning messages out, e.g. to WebSocket clients.
 
 `Broadcast("memory://")` works inside one process; `Broadcast("redis://host:port/db")`
-across processes and machines through Redis pub/sub (`pip install microasgi[redis]`).
-See docs/broadcast.md for delivery guarantees and the slow-subscriber policy.
+across processes and machines through Redis (`pip install microasgi[redis]`). Every
+message kept in a channel's history has a position; `subscribe(channel, since=position)`
+delivers every message after it exactly once, in order, or says what cannot be.
+See docs/broadcast.md for the guarantees and the slow-subscriber policy.
 """
 
 from __future__ import annotations
@@ -10,32 +12,43 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
 
+from microasgi.broadcast._base import (
+    Backend,
+    BroadcastError,
+    Replay,
+    format_position,
+    is_position,
+    parse_position,
+)
 from microasgi.broadcast._events import Event, Subscriber
 from microasgi.broadcast._memory import MemoryBackend
 
-__all__ = ["Broadcast", "BroadcastError", "Event", "Subscriber"]
+__all__ = ["Broadcast", "BroadcastError", "Event", "Subscriber", "is_position"]
+
+ReadKey = tuple[str, int, int]  # what a catch-up reads: (epoch, after, limit)
 
 
-class BroadcastError(Exception):
-    """The backend cannot be reached (at connect, or for a publish)."""
+class _Channel:
+    """A channel with subscribers in this process."""
 
+    __slots__ = ("check", "confirmed", "epoch", "refilling", "seq", "stamp", "subscribers", "suspect")
 
-class Backend(Protocol):
-    async def connect(self) -> None: ...
-
-    async def disconnect(self) -> None: ...
-
-    async def subscribe(self, channel: str) -> None: ...
-
-    async def unsubscribe(self, channel: str) -> None: ...
-
-    async def publish(self, channel: str, message: str) -> None: ...
+    def __init__(self) -> None:
+        self.subscribers: set[Subscriber] = set()
+        self.confirmed = False  # the backend confirmed it once: later confirmations are reconnections
+        self.refilling = False  # a catch-up task runs for it
+        # The last live message, to notice a backend that gave out numbers twice.
+        self.epoch: str | None = None
+        self.seq = 0
+        self.stamp = ""
+        self.check = False  # after a reconnection: is that message still where it was?
+        self.suspect: str | None = None  # an epoch whose numbers were given out twice
 
 
 class Broadcast:
@@ -44,29 +57,49 @@ class Broadcast:
     Use it in `async with broadcast:` (for instance in the app's lifespan).
     Messages are strings; encode anything else (e.g. JSON) yourself. Every
     subscriber has its own queue of at most `max_queue` events (see Subscriber).
+    Each channel keeps about its `history` newest messages (memory:// in a ring
+    buffer, redis:// in a Redis stream) for subscribers that resume from a
+    position; a channel nobody publishes on for `history_ttl` seconds is forgotten.
     """
 
-    def __init__(self, url: str = "memory://", *, max_queue: int = 1000, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str = "memory://",
+        *,
+        max_queue: int = 1000,
+        history: int = 1000,
+        history_ttl: float = 86_400.0,
+        **options: Any,
+    ) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
+        if history < 0:
+            raise ValueError("history must be 0 (keep nothing) or more")
+        if not history_ttl > 0:
+            raise ValueError("history_ttl must be a positive number of seconds")
         self.url = url
         self.max_queue = max_queue
-        self._subscribers: dict[str, set[Subscriber]] = {}
-        # Channels the backend listens to, and a lock per channel so that one
-        # subscriber at a time sets that up (the others wait, or retry if it failed).
-        self._live: set[str] = set()
-        self._locks: dict[str, anyio.Lock] = {}
+        self.history = history
+        self._channels: dict[str, _Channel] = {}
         self._stack: AsyncExitStack | None = None
         scheme = urlsplit(url).scheme
         self._backend: Backend
         if scheme == "memory":
             if options:
                 raise TypeError(f"memory:// takes no options, got {sorted(options)}")
-            self._backend = MemoryBackend(self._deliver)
+            self._backend = MemoryBackend(self._deliver, history, history_ttl)
         elif scheme in ("redis", "rediss", "unix"):
             from microasgi.broadcast._redis import RedisBackend
 
-            self._backend = RedisBackend(url, self._deliver, self._task_group, **options)
+            self._backend = RedisBackend(
+                url,
+                self._deliver,
+                self._live_again,
+                self._task_group,
+                history=history,
+                history_ttl=history_ttl,
+                **options,
+            )
         else:
             raise ValueError(f"unsupported broadcast URL {url!r}: use memory:// or redis://")
 
@@ -79,7 +112,7 @@ class Broadcast:
         """Connect the backend (raises BroadcastError if it cannot be reached)."""
         if self._stack is not None:
             raise RuntimeError("this Broadcast is already connected")
-        # Closed in reverse: cancel the backend's tasks, wait for them, then disconnect.
+        # Closed in reverse: cancel the background tasks, wait for them, then disconnect.
         stack = AsyncExitStack()
         stack.push_async_callback(self._backend.disconnect)
         self._tg = await stack.enter_async_context(anyio.create_task_group())
@@ -94,9 +127,8 @@ class Broadcast:
     async def disconnect(self) -> None:
         """Disconnect; every subscriber's iteration ends."""
         stack, self._stack = self._stack, None
-        self._live.clear()
-        for subscribers in self._subscribers.values():
-            for subscriber in subscribers:
+        for state in self._channels.values():
+            for subscriber in state.subscribers:
                 subscriber.close()
         if stack is not None:
             await stack.aclose()
@@ -113,46 +145,180 @@ class Broadcast:
     ) -> None:
         await self.disconnect()
 
-    async def publish(self, channel: str, message: str) -> None:
-        """Send `message` to every subscriber of `channel` (raises BroadcastError if
-        the backend is unreachable: the message was not sent)."""
+    def _check_connected(self) -> None:
         if self._stack is None:
             raise RuntimeError("use the Broadcast in `async with broadcast:` first")
+
+    async def publish(self, channel: str, message: str, *, keep: bool = True) -> str | None:
+        """Send `message` to every subscriber of `channel`; returns its position.
+
+        With `keep=False` the message is only delivered live: it gets no position,
+        is not kept in the history and is never replayed (for notices that only
+        matter now). Raises BroadcastError if the backend cannot take the message:
+        it was not published.
+        """
+        self._check_connected()
         if not isinstance(message, str):
             raise TypeError(f"messages are str, not {type(message).__name__}: encode it first")
-        await self._backend.publish(channel, message)
+        return await self._backend.publish(channel, message, keep)
 
     @asynccontextmanager
-    async def subscribe(self, channel: str) -> AsyncIterator[Subscriber]:
-        """Subscribe to `channel` for the duration of the `async with` block."""
-        if self._stack is None:
-            raise RuntimeError("use the Broadcast in `async with broadcast:` first")
+    async def subscribe(
+        self, channel: str, since: str | None = None, *, history: int = 0
+    ) -> AsyncIterator[Subscriber]:
+        """Subscribe to `channel` for the duration of the `async with` block.
+
+        Without `since`, the subscriber gets what is published from now on, after
+        the `history` newest kept messages if `history` is more than 0. With
+        `since`, a position from an earlier event of this channel, it gets every
+        message after that position exactly once and in order, or a "gap" or
+        "reset" event where that is not possible (see docs/broadcast.md).
+        Raises ValueError for a malformed `since` (check untrusted ones with
+        `is_position`), BroadcastError if the backend cannot be reached.
+        """
+        self._check_connected()
+        position = None
+        if since is not None:
+            if not isinstance(since, str):
+                raise TypeError(f"since is a position string, not {type(since).__name__}")
+            position = parse_position(since)
+            if position is None:
+                raise ValueError(f"not a position: {since[:60]!r}")
+        if not isinstance(history, int) or history < 0:
+            raise ValueError("history is a number of messages, 0 or more")
         subscriber = Subscriber(channel, self.max_queue)
-        subscribers = self._subscribers.setdefault(channel, set())
-        subscribers.add(subscriber)
-        lock = self._locks.setdefault(channel, anyio.Lock())
+        subscriber._start(position, min(history, self.max_queue))
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _Channel()
+        state.subscribers.add(subscriber)
         try:
-            async with lock:
-                if channel not in self._live:
-                    await self._backend.subscribe(channel)
-                    self._live.add(channel)
+            await self._backend.subscribe(channel)
+            state.confirmed = True
+            self._catch_up(channel, state)
+            await subscriber._ready.wait()
+            if subscriber._failure is not None:
+                raise subscriber._failure
             yield subscriber
         finally:
             subscriber.close()
-            subscribers.discard(subscriber)
-            if not subscribers:
-                del self._subscribers[channel]
-                self._locks.pop(channel, None)
-                if channel in self._live:
-                    self._live.discard(channel)
-                    if self._stack is not None:
-                        with anyio.CancelScope(shield=True):
-                            await self._backend.unsubscribe(channel)
+            state.subscribers.discard(subscriber)
+            if not state.subscribers and self._channels.get(channel) is state:
+                del self._channels[channel]
+                if self._stack is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._backend.unsubscribe(channel)
 
     def subscriber_count(self, channel: str) -> int:
         """How many subscribers `channel` has in this process."""
-        return len(self._subscribers.get(channel, ()))
+        state = self._channels.get(channel)
+        return len(state.subscribers) if state is not None else 0
 
-    def _deliver(self, event: Event) -> None:
-        for subscriber in self._subscribers.get(event.channel, ()):
-            subscriber.put(event)
+    # -- live messages -------------------------------------------------------------------
+
+    def _deliver(self, channel: str, epoch: str | None, seq: int, stamp: str, text: str) -> None:
+        state = self._channels.get(channel)
+        if state is None:
+            return
+        position = None
+        if epoch is not None:
+            if epoch == state.epoch and seq <= state.seq:
+                # Live messages come in order: a number seen before was given out twice
+                # (Redis came back from an older snapshot).
+                state.suspect = epoch
+                self._catch_up(channel, state)
+            state.epoch, state.seq, state.stamp = epoch, seq, stamp
+            position = format_position(epoch, seq)
+        event = Event(channel, text, "message", None, position)
+        holes = False
+        for subscriber in state.subscribers:
+            if subscriber._offer(event, epoch, seq):
+                holes = True
+        if holes:
+            self._catch_up(channel, state)
+
+    def _live_again(self, channel: str) -> None:
+        """The backend confirmed `channel` again after a reconnection: whatever was
+        published meanwhile is read back from the history."""
+        state = self._channels.get(channel)
+        if state is None or not state.confirmed:
+            return  # the first confirmation: subscribe() takes care of that one
+        state.check = state.epoch is not None
+        for subscriber in state.subscribers:
+            subscriber._restart_catch_up()
+        self._catch_up(channel, state)
+
+    # -- catching up -----------------------------------------------------------------------
+
+    def _catch_up(self, channel: str, state: _Channel) -> None:
+        if not state.refilling and self._stack is not None:
+            state.refilling = True
+            self._tg.start_soon(self._refill, channel, state)
+
+    async def _refill(self, channel: str, state: _Channel) -> None:
+        """Read the history for every subscriber of `channel` that needs it, until none does.
+
+        Subscribers at the same place share one read. A subscriber whose first catch-up
+        fails gets the error from subscribe(); the others wait and try again.
+        """
+        delay = 0.05
+        try:
+            while self._channels.get(channel) is state:
+                waiting = [s for s in state.subscribers if s._needs_catch_up()]
+                if not waiting and state.suspect is None:
+                    return
+                try:
+                    if await self._check(channel, state):
+                        continue  # a new epoch: every subscriber reads again
+                    replays = await self._read_all(channel, waiting)
+                except BroadcastError as exc:
+                    for subscriber in waiting:
+                        if not subscriber._ready.is_set():
+                            subscriber._failure = exc
+                            subscriber._ready.set()
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                delay = 0.05
+                for subscriber in waiting:
+                    replay = replays[subscriber._read_for]
+                    if subscriber._needs_catch_up():
+                        subscriber._catch_up(replay)
+                    subscriber._ready.set()
+        finally:
+            state.refilling = False
+
+    async def _check(self, channel: str, state: _Channel) -> bool:
+        """Did the backend give out numbers twice? Then start a new epoch (True)."""
+        suspect, state.suspect = state.suspect, None
+        if state.check and suspect is None and state.epoch is not None:
+            state.check = False
+            replay = await self._backend.read(
+                channel, state.epoch, state.seq, 0, (state.seq, state.stamp)
+            )
+            if replay.epoch == state.epoch and (state.seq > replay.last or not replay.intact):
+                suspect = state.epoch
+        if suspect is None:
+            return False
+        await self._backend.fence(channel, suspect)
+        for subscriber in state.subscribers:
+            subscriber._restart_catch_up()
+        return True
+
+    async def _read_all(self, channel: str, waiting: list[Subscriber]) -> dict[ReadKey, Replay]:
+        keys = {subscriber._reading() for subscriber in waiting}
+        replays: dict[ReadKey, Replay] = {}
+        failures: list[BroadcastError] = []
+
+        async def read(key: ReadKey) -> None:
+            try:
+                replays[key] = await self._backend.read(channel, *key, None)
+            except BroadcastError as exc:
+                failures.append(exc)
+
+        async with anyio.create_task_group() as tasks:
+            for key in keys:
+                tasks.start_soon(read, key)
+        if failures:
+            raise failures[0]
+        return replays

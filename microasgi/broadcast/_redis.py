@@ -1,46 +1,112 @@
-"""The Redis backend: `redis://host:port/db`, on Redis pub/sub (package `redis`).
+"""The Redis backend: `redis://host:port/db`, on pub/sub and streams (package `redis`).
 
-Pub/sub keeps nothing for a subscriber that is not connected, so each
-publish also counts itself: a Lua script increments a per-channel sequence
-number and publishes "\x1e<seq>\x1e<message>" in one step. A subscriber that
-sees a jump in the numbers, or finds the counter moved on while it was
-reconnecting, knows exactly how many messages it missed and says so with a
-"gap" event; when nothing was missed it says "reconnected". An "epoch" key,
-set once, tells whether Redis lost its data meanwhile (restarted without
-persistence): then the counters started over and the gap is of unknown size.
+Each channel has, in Redis, a hash with its epoch and the number of its latest
+message, and a stream of its newest messages. `publish()` runs one Lua script
+that numbers the message, appends it to the stream (trimmed to about `history`
+entries), renews both keys' expiry and publishes
+"\\x1e<epoch>-<number>-<stamp>\\x1e<message>" on the channel, all in one atomic
+step. The listener hands live messages to the Broadcast, which reads the stream
+to give a subscriber what it missed (see docs/broadcast.md).
+
+Commands (publishing, reading the streams) go through a pool of at most
+`max_connections` connections: a caller waits up to `pool_timeout` for one.
+The pub/sub connection is the listener's alone (microasgi.broadcast._listener).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import uuid
-from collections.abc import Callable
-from typing import Any
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 from anyio.abc import TaskGroup
 
-from microasgi.broadcast._events import Event
+from microasgi.broadcast._base import BroadcastError, Deliver, Replay, new_epoch
+from microasgi.broadcast._listener import Listener
 
 __all__ = ["RedisBackend"]
 
-logger = logging.getLogger("microasgi.broadcast")
+T = TypeVar("T")
 
-# KEYS[1]: the channel's counter, KEYS[2]: the epoch; ARGV: channel, message, a new epoch.
+# KEYS: the channel's hash, its stream, this publish's receipt.
+# ARGV: channel, message, a new epoch, history length (0: no stream), expiry in seconds,
+# the receipt's lifetime in ms. A publish sent again (its answer was lost to a broken
+# connection) finds its receipt and returns the same position without publishing twice.
 _PUBLISH = """
-redis.call('SET', KEYS[2], ARGV[3], 'NX')
-local seq = redis.call('INCR', KEYS[1])
-local mark = string.char(30)
-redis.call('PUBLISH', ARGV[1], mark .. seq .. mark .. ARGV[2])
-return seq
+local done = redis.call('GET', KEYS[3])
+if done then return done end
+local epoch = redis.call('HGET', KEYS[1], 'e')
+local seq = 1
+if epoch then
+  seq = tonumber(redis.call('HGET', KEYS[1], 's')) + 1
+else
+  epoch = ARGV[3]
+  redis.call('DEL', KEYS[2])
+end
+local id = string.format('%d-0', seq)
+if ARGV[4] ~= '0' then
+  local now = redis.call('TIME')
+  id = string.format('%d-%d', seq, now[1] * 1000 + math.floor(now[2] / 1000))
+  local added = redis.pcall('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id, 'm', ARGV[2])
+  if type(added) == 'table' and added.err then
+    -- The stream does not match the hash (one of them was lost): start over.
+    epoch, seq = ARGV[3], 1
+    id = string.format('%d-%d', seq, now[1] * 1000 + math.floor(now[2] / 1000))
+    redis.call('DEL', KEYS[2])
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], id, 'm', ARGV[2])
+  end
+  redis.call('EXPIRE', KEYS[2], ARGV[5])
+end
+redis.call('HSET', KEYS[1], 'e', epoch, 's', seq)
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('PUBLISH', ARGV[1], '\\30' .. epoch .. '-' .. id .. '\\30' .. ARGV[2])
+local position = epoch .. '-' .. string.format('%d', seq)
+redis.call('SET', KEYS[3], position, 'PX', ARGV[6])
+return position
 """
-_MARK = b"\x1e"  # starts a numbered message: other publishers' messages pass as they are
+
+# KEYS: the channel's hash, its stream. ARGV: epoch, after, limit, a number to check and
+# the stream ID it had (0 and '': none). Returns {epoch or false, last, entries, intact}.
+_READ = """
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then return {false, 0, {}, 1} end
+local last = tonumber(redis.call('HGET', KEYS[1], 's'))
+local after = tonumber(ARGV[2])
+if epoch ~= ARGV[1] or after > last then after = 0 end
+if last - after > tonumber(ARGV[3]) then after = last - tonumber(ARGV[3]) end
+local entries = {}
+if after < last then
+  entries = redis.call('XRANGE', KEYS[2], string.format('%d', after + 1),
+                       string.format('%d', last))
+end
+local intact = 1
+local check = tonumber(ARGV[4])
+if check > 0 and epoch == ARGV[1] and check <= last then
+  local found = redis.call('XRANGE', KEYS[2], ARGV[4], ARGV[4])
+  if found[1] and found[1][1] ~= ARGV[5] then intact = 0 end
+end
+return {epoch, last, entries, intact}
+"""
+
+# KEYS: the channel's hash, its stream. ARGV: the epoch to end, a new one.
+_FENCE = """
+if redis.call('HGET', KEYS[1], 'e') == ARGV[1] then
+  redis.call('DEL', KEYS[2])
+  redis.call('HSET', KEYS[1], 'e', ARGV[2], 's', 0)
+  return 1
+end
+return 0
+"""
+
+_MARK = b"\x1e"  # starts a message of ours: other publishers' messages pass as they are
 
 
-def _redacted(url: str) -> str:
+def redacted(url: str) -> str:
+    """The URL with its password replaced by ***."""
     parts = urlsplit(url)
     if parts.password is None:
         return url
@@ -50,49 +116,74 @@ def _redacted(url: str) -> str:
 
 
 class RedisBackend:
-    """Fan-out through Redis pub/sub, reconnecting by itself.
+    """Fan-out through Redis pub/sub, history in Redis streams, reconnecting by itself.
 
-    `reconnect_delay` is the first and the longest wait between reconnection
-    attempts (doubling in between); `key_prefix` names the counters.
+    Options (keyword arguments of `Broadcast`): `reconnect_delay` is the first and
+    the longest wait between the listener's reconnection attempts (doubling in
+    between); `socket_timeout` bounds connecting and each answer; `max_connections`
+    and `pool_timeout` size the command pool and how long a command waits for a
+    connection; `pool_idle_timeout` is how long connections a burst opened may stay
+    idle before they are closed; `key_prefix` names the keys.
     """
 
     def __init__(
         self,
         url: str,
-        deliver: Callable[[Event], None],
+        deliver: Deliver,
+        on_live: Callable[[str], None],
         task_group: Callable[[], TaskGroup],
         *,
+        history: int,
+        history_ttl: float,
         reconnect_delay: tuple[float, float] = (0.05, 2.0),
         socket_timeout: float = 5.0,
+        max_connections: int = 50,
+        pool_timeout: float = 5.0,
+        pool_idle_timeout: float = 10.0,
         key_prefix: str = "microasgi:broadcast:",
     ) -> None:
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        if not (pool_timeout > 0 and socket_timeout > 0 and pool_idle_timeout > 0):
+            raise ValueError("the timeouts must be positive")
         self.url = url
+        self._name = redacted(url)
         self._deliver = deliver
+        self._on_live = on_live
         self._task_group = task_group
+        self._history = str(history)
+        self._ttl = str(max(1, round(history_ttl)))
         self._delays = reconnect_delay
         self._socket_timeout = socket_timeout
-        self._counters = key_prefix + "seq:"
-        self._epoch_key = key_prefix + "epoch"
-        self._epoch: bytes | None = None
-        # channel -> the highest sequence number seen (None: not known yet)
-        self._channels: dict[str, int | None] = {}
-        self._pubsub: Any = None
+        self._max_connections = max_connections
+        self._pool_timeout = pool_timeout
+        self._idle_timeout = pool_idle_timeout
+        self._channel_key = key_prefix + "channel:"
+        self._stream_key = key_prefix + "stream:"
+        self._receipt_key = key_prefix + "receipt:"
+        # A publish retried on a new connection may have run already: its receipt
+        # lasts as long as the attempts can (retries plus their timeouts).
+        self._receipt_ms = str(int((_RETRIES + 1) * (socket_timeout + 1) * 1000))
         self._client: Any = None
-        self._listener: Any = None
-        self._wake = anyio.Event()  # set by subscribe(): wakes an idle listener
-        # Set when Redis confirms a SUBSCRIBE (the listener reads the confirmations).
-        self._confirmations: dict[str, anyio.Event] = {}
-        # What a channel missed while we were away, told once it is subscribed again.
-        self._notices: dict[str, Event] = {}
-        self._up = anyio.Event()  # set while the listener is connected
-        self._broken = False  # a subscribe failed: the listener must reconnect
-        self.connected = False
+        self._listener: Listener | None = None
+        self._errors: tuple[type[Exception], ...] = (OSError,)
+        self._connection_errors: tuple[type[Exception], ...] = (OSError,)
+        # The command pool: free slots, commands running now, the most that ran at
+        # once since the idle connections were last closed, and the most in this round.
+        self._slots = anyio.Semaphore(max_connections)
+        self._busy = 0
+        self._opened = 0
+        self._peak = 0
+        self._closing_idle: anyio.Event | None = None
+
+    @property
+    def connected(self) -> bool:
+        """True while the listener's connection is up."""
+        return self._listener is not None and self._listener.connected
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def connect(self) -> None:
-        from microasgi.broadcast import BroadcastError
-
         try:
             asyncio.get_running_loop()
         except RuntimeError:
@@ -105,247 +196,199 @@ class RedisBackend:
             raise BroadcastError(
                 "redis:// needs the redis package: pip install 'microasgi[redis]'"
             ) from None
-        self._errors: tuple[type[Exception], ...] = (aioredis.RedisError, OSError)
-        timeouts: dict[str, Any] = {
-            "socket_connect_timeout": self._socket_timeout,
-            "socket_timeout": self._socket_timeout,
-        }
-        # For publishing: a pooled connection from before a Redis restart fails
-        # once, so retry on a fresh one (twice at most, within about a second).
+        self._errors = (aioredis.RedisError, OSError)
+        self._connection_errors = (aioredis.ConnectionError, aioredis.TimeoutError, OSError)
+        # Commands: a pooled connection that died with a Redis restart fails once, so
+        # a command is tried again on a fresh one (publishing is safe to repeat).
         self._client = aioredis.Redis.from_url(
             self.url,
-            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2),
+            max_connections=self._max_connections,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=_RETRIES),
             retry_on_error=[aioredis.ConnectionError, aioredis.TimeoutError],
-            **timeouts,
+            socket_connect_timeout=self._socket_timeout,
+            socket_timeout=self._socket_timeout,
         )
-        # For listening: no retries, so that a lost connection is seen (and the
-        # subscribers told what they missed) instead of silently papered over;
-        # health checks PING a connection idle for a second before it is reused
-        # (a pooled one may have died with a Redis restart) and while listening.
-        self._listener = aioredis.Redis.from_url(
-            self.url, retry=Retry(NoBackoff(), retries=0), health_check_interval=1, **timeouts
+        # The listener's connection: it waits for messages as long as it takes (its
+        # health check finds a dead one), and never retries behind our back.
+        listener_pool = aioredis.ConnectionPool.from_url(
+            self.url,
+            retry=Retry(NoBackoff(), 0),
+            socket_connect_timeout=self._socket_timeout,
+            socket_timeout=None,
+            protocol=2,
+            decode_responses=False,
+            health_check_interval=0,
         )
+
+        async def open_connection() -> Any:
+            connection = listener_pool.make_connection()
+            await connection.connect()
+            return connection
+
         try:
-            await self._listener.ping()
-            self._epoch = await self._current_epoch()
+            await self._client.ping()
         except self._errors as exc:
-            await self._close_clients()
-            raise BroadcastError(f"cannot reach Redis at {_redacted(self.url)}: {exc}") from None
-        self._script = self._client.register_script(_PUBLISH)
-        started = anyio.Event()
-        self._task_group().start_soon(self._listen, started)
-        await started.wait()
+            await self._close_client()
+            raise BroadcastError(f"cannot reach Redis at {self._name}: {exc}") from None
+        self._opened = 1  # the connection that answered stays in the pool
+        self._publish_script = self._client.register_script(_PUBLISH)
+        self._read_script = self._client.register_script(_READ)
+        self._fence_script = self._client.register_script(_FENCE)
+        self._listener = Listener(
+            open_connection,
+            self._received,
+            self._on_live,
+            name=self._name,
+            reconnect_delay=self._delays,
+            health_interval=self._socket_timeout,
+            answer_timeout=self._socket_timeout,
+        )
+        tasks = self._task_group()
+        await tasks.start(self._listener.run)
+        tasks.start_soon(self._close_idle_connections)
+        await self._listener.wait_connected(self._socket_timeout)
 
     async def disconnect(self) -> None:
-        self._set_connected(False)
-        await self._close_pubsub()
-        await self._close_clients()
-        self.connected = False
+        await self._close_client()
 
-    async def _close_clients(self) -> None:
-        for client in (self._client, self._listener):
-            if client is not None:
-                with anyio.CancelScope(shield=True), contextlib.suppress(*self._errors):
-                    await client.aclose()
+    async def _close_client(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await client.aclose()
+
+    # -- the command pool ------------------------------------------------------------------
+
+    async def _run(self, command: Callable[[], Awaitable[T]], failed: str) -> T:
+        """Run a command on a pooled connection, waiting up to `pool_timeout` for one.
+
+        Any failure becomes a BroadcastError whose message says what happened.
+        """
+        closing = self._closing_idle
+        if closing is not None:
+            await closing.wait()
+        acquired = False
+        with anyio.move_on_after(self._pool_timeout):
+            await self._slots.acquire()
+            acquired = True
+        if not acquired:
+            raise BroadcastError(
+                f"all {self._max_connections} connections to Redis stayed busy for "
+                f"{self._pool_timeout:g} s, {failed} (raise max_connections or pool_timeout)"
+            )
+        self._busy += 1
+        self._peak = max(self._peak, self._busy)
+        self._opened = max(self._opened, self._busy)
+        try:
+            return await command()
+        except self._connection_errors as exc:
+            raise BroadcastError(f"Redis is unreachable, {failed}: {exc}") from None
+        except self._errors as exc:
+            raise BroadcastError(f"Redis refused the command, {failed}: {exc}") from None
+        finally:
+            self._busy -= 1
+            self._slots.release()
+
+    async def _close_idle_connections(self) -> None:
+        """Close the pooled connections a burst opened once it is over.
+
+        The pool hands out its most recently used connection first, so connections
+        beyond the most that ran at once during a round stayed idle all round.
+        """
+        while True:
+            await anyio.sleep(self._idle_timeout)
+            peak, self._peak = self._peak, self._busy
+            if peak >= self._opened or self._busy or self._client is None:
+                continue
+            closing = self._closing_idle = anyio.Event()
+            try:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await self._client.connection_pool.disconnect(inuse_connections=False)
+                self._opened = 0
+            finally:
+                self._closing_idle = None
+                closing.set()
 
     # -- operations ----------------------------------------------------------------------
 
-    async def publish(self, channel: str, message: str) -> None:
-        from microasgi.broadcast import BroadcastError
-
-        try:
-            await self._script(
-                keys=[self._counters + channel, self._epoch_key],
-                args=[channel, message, uuid.uuid4().hex],
+    async def publish(self, channel: str, message: str, keep: bool) -> str | None:
+        if not keep:
+            payload = b"%s%s%s" % (_MARK, _MARK, message.encode())
+            await self._run(
+                lambda: self._client.publish(channel, payload), "the message was not published"
             )
-        except self._errors as exc:
-            raise BroadcastError(
-                f"Redis is unreachable, the message was not published: {exc}"
-            ) from None
+            return None
+        position: bytes = await self._run(
+            lambda: self._publish_script(
+                keys=[
+                    self._channel_key + channel,
+                    self._stream_key + channel,
+                    self._receipt_key + secrets.token_hex(12),
+                ],
+                args=[channel, message, new_epoch(), self._history, self._ttl, self._receipt_ms],
+            ),
+            "the message was not published",
+        )
+        return position.decode()
+
+    async def read(
+        self, channel: str, epoch: str, after: int, limit: int, check: tuple[int, str] | None
+    ) -> Replay:
+        seq, stamp = check or (0, "")
+        answer: list[Any] = await self._run(
+            lambda: self._read_script(
+                keys=[self._channel_key + channel, self._stream_key + channel],
+                args=[epoch, after, limit, seq, stamp],
+            ),
+            "cannot read the channel's history",
+        )
+        current, last, raw_entries, intact = answer
+        if current is None:
+            return Replay(None, 0)
+        entries = []
+        for entry_id, fields in raw_entries:
+            number = int(entry_id.split(b"-", 1)[0])
+            values = dict(zip(fields[::2], fields[1::2], strict=True))
+            entries.append((number, values[b"m"].decode("utf-8", "replace")))
+        return Replay(current.decode(), int(last), entries, bool(intact))
+
+    async def fence(self, channel: str, epoch: str) -> None:
+        await self._run(
+            lambda: self._fence_script(
+                keys=[self._channel_key + channel, self._stream_key + channel],
+                args=[epoch, new_epoch()],
+            ),
+            "cannot start a new epoch",
+        )
 
     async def subscribe(self, channel: str) -> None:
-        """Subscribe; returns once the subscription is live.
-
-        While the listener is reconnecting this waits for it (at most the socket
-        timeout), then raises BroadcastError: a subscriber never believes it is
-        listening when it is not.
-        """
-        from microasgi.broadcast import BroadcastError
-
-        for attempt in (1, 2):
-            with anyio.move_on_after(self._socket_timeout):
-                await self._up.wait()
-            try:
-                if self._pubsub is None:
-                    raise ConnectionError("reconnecting")
-                if not self._pubsub.subscribed:
-                    # Nothing was listening, so no one noticed if Redis restarted
-                    # meanwhile: start from fresh connections, not idle pooled ones.
-                    await self._listener.connection_pool.disconnect()
-                self._channels[channel] = None
-                confirmed = self._confirmations[channel] = anyio.Event()
-                await self._pubsub.subscribe(channel)  # sends it; the listener reads the answer
-                self._wake.set()
-                with anyio.move_on_after(self._socket_timeout):
-                    await confirmed.wait()
-                if not confirmed.is_set():
-                    raise ConnectionError("Redis did not confirm the subscription")
-                # Live now. Messages published after SUBSCRIBE may arrive before or
-                # after this answer; either way none of them is taken for a gap.
-                start = await self._counter(channel)
-                break
-            except self._errors as exc:
-                # The listener's connection is stale (say Redis restarted while it
-                # was idle): have it rebuilt, and try once more when it is back.
-                self._channels.pop(channel, None)
-                self._confirmations.pop(channel, None)
-                self._broken = True
-                self._set_connected(False)
-                self._wake.set()
-                if attempt == 2:
-                    raise BroadcastError(f"Redis is unreachable, cannot subscribe: {exc}") from None
-        if channel in self._channels:
-            seen = self._channels[channel]
-            self._channels[channel] = start if seen is None else max(seen, start)
+        """Returns once Redis has confirmed the subscription (BroadcastError after
+        `socket_timeout` seconds if it has not: say it is restarting)."""
+        assert self._listener is not None
+        await self._listener.subscribe(channel, self._socket_timeout)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.pop(channel, None)
-        if self._pubsub is not None:
-            with contextlib.suppress(*self._errors):
-                await self._pubsub.unsubscribe(channel)
+        if self._listener is not None:
+            self._listener.unsubscribe(channel)
 
-    # -- the listener --------------------------------------------------------------------
+    # -- the listener's messages -----------------------------------------------------------
 
-    async def _counter(self, channel: str) -> int:
-        value = await self._listener.get(self._counters + channel)
-        return int(value or 0)
-
-    async def _current_epoch(self) -> bytes | None:
-        """The epoch, set now if Redis has none (it is new, or lost its data)."""
-        await self._listener.set(self._epoch_key, uuid.uuid4().hex, nx=True)
-        epoch: bytes | None = await self._listener.get(self._epoch_key)
-        return epoch
-
-    async def _listen(self, started: anyio.Event) -> None:
-        first_delay, max_delay = self._delays
-        delay = first_delay
-        reconnecting = False
-        while True:
-            try:
-                if reconnecting:
-                    await self._listener.ping()
-                    await self._resync()
-                self._pubsub = self._listener.pubsub()
-                if self._channels:
-                    await self._pubsub.subscribe(*self._channels)
-                if reconnecting:
-                    logger.warning("Reconnected to Redis at %s", _redacted(self.url))
-                self._broken = False  # a subscribe that failed meanwhile: settled now
-                self._set_connected(True)
-                reconnecting = False
-                delay = first_delay
-                started.set()
-                while True:
-                    if self._broken:
-                        raise ConnectionError("a subscription failed on this connection")
-                    if not self._pubsub.subscribed:  # nothing to listen to (yet)
-                        await self._wake.wait()
-                        self._wake = anyio.Event()
-                        continue
-                    message = await self._pubsub.get_message(timeout=1.0)
-                    kind = message and message.get("type")
-                    if kind == "message":
-                        self._received(message["channel"], message["data"])
-                    elif kind == "subscribe":
-                        self._confirmed(message["channel"])
-            except self._errors as exc:
-                if not reconnecting:
-                    logger.warning(
-                        "Lost the connection to Redis at %s (%s); reconnecting",
-                        _redacted(self.url),
-                        exc,
-                    )
-                self._set_connected(False)
-                self._broken = False
-                reconnecting = True
-                started.set()
-                await self._close_pubsub()
-                await anyio.sleep(delay)
-                delay = min(delay * 2, max_delay)
-
-    def _set_connected(self, connected: bool) -> None:
-        self.connected = connected
-        if connected:
-            self._up.set()
-        elif self._up.is_set():
-            self._up = anyio.Event()
-
-    async def _close_pubsub(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with anyio.CancelScope(shield=True), contextlib.suppress(*self._errors):
-                await pubsub.aclose()
-
-    async def _resync(self) -> None:
-        """After a reconnection: work out what each channel missed, before resubscribing.
-
-        The counter is read before SUBSCRIBE, so every message counted there was
-        published while we were away; one published between the two shows up as
-        a jump in the numbers of the next message. The subscribers are told when
-        Redis confirms the channel's new subscription (see `_confirmed`).
-        """
-        epoch = await self._current_epoch()
-        data_lost = epoch != self._epoch
-        self._epoch = epoch
-        for channel, seen in list(self._channels.items()):
-            now = await self._counter(channel)
-            if seen is None:  # subscribed just before the connection went: start here
-                self._channels[channel] = now
-                continue
-            if data_lost or now < seen:
-                # Redis lost its data (restarted without persistence) and the
-                # counters started over: some messages may be gone, how many is unknown.
-                event = Event(channel, None, "gap", None)
-            elif now > seen:
-                event = Event(channel, None, "gap", now - seen)
-            else:
-                event = Event(channel, None, "reconnected")
-            if channel in self._channels:
-                self._channels[channel] = now
-            self._notices[channel] = _merged(self._notices.get(channel), event)
-
-    def _confirmed(self, raw_channel: bytes) -> None:
-        channel = raw_channel.decode("utf-8", "replace")
-        confirmed = self._confirmations.pop(channel, None)
-        if confirmed is not None:
-            confirmed.set()
-        notice = self._notices.pop(channel, None)
-        if notice is not None and channel in self._channels:
-            self._deliver(notice)
-
-    def _received(self, raw_channel: bytes, data: bytes) -> None:
-        channel = raw_channel.decode("utf-8", "replace")
-        number, mark, body = data[1:].partition(_MARK)
-        if not (data.startswith(_MARK) and mark and number.isdigit()):
-            # Published by something else than a Broadcast: no number to check.
-            self._deliver(Event(channel, data.decode("utf-8", "replace")))
-            return
-        seq = int(number)
-        seen = self._channels.get(channel)
-        if seen is not None and seq > seen + 1:
-            self._deliver(Event(channel, None, "gap", seq - seen - 1))
-        if channel in self._channels:
-            self._channels[channel] = seq if seen is None else max(seen, seq)
-        self._deliver(Event(channel, body.decode("utf-8", "replace")))
+    def _received(self, channel: str, data: bytes) -> None:
+        if data[:1] == _MARK:
+            head, mark, body = data[1:].partition(_MARK)
+            if mark:
+                message = body.decode("utf-8", "replace")
+                if not head:  # published with keep=False
+                    self._deliver(channel, None, 0, "", message)
+                    return
+                parts = head.split(b"-")
+                if len(parts) == 3 and parts[1].isdigit():
+                    epoch = parts[0].decode("ascii", "replace")
+                    stamp = (parts[1] + b"-" + parts[2]).decode("ascii", "replace")
+                    self._deliver(channel, epoch, int(parts[1]), stamp, message)
+                    return
+        # Published by another program: no number to check.
+        self._deliver(channel, None, 0, "", data.decode("utf-8", "replace"))
 
 
-def _merged(earlier: Event | None, later: Event) -> Event:
-    """One notice for two reconnections whose first was never told."""
-    if earlier is None or earlier.kind == "reconnected":
-        return later
-    if later.kind == "reconnected":
-        return earlier
-    missed = (
-        None if earlier.missed is None or later.missed is None else earlier.missed + later.missed
-    )
-    return Event(later.channel, None, "gap", missed)
+_RETRIES = 3

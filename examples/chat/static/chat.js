@@ -74,6 +74,9 @@
 
     var socket = null;
     var delay = FIRST_DELAY;
+    // The position of the last message shown: sent back as ?since= on reconnection,
+    // so that the server replays what was missed meanwhile, once and in order.
+    var lastPosition = null;
 
     function setStatus(state, text) {
       status.dataset.state = state;
@@ -84,6 +87,7 @@
       var url = new URL("../ws/" + encodeURIComponent(room), location.href);
       url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
       url.search = "?nick=" + encodeURIComponent(nick);
+      if (lastPosition) url.search += "&since=" + encodeURIComponent(lastPosition);
       return url.href;
     }
 
@@ -113,6 +117,17 @@
     function clock(ms) {
       var date = typeof ms === "number" ? new Date(ms) : new Date();
       return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    }
+
+    // One event from the server; a batch holds several, in order.
+    function handle(event) {
+      if (!event || typeof event !== "object") return;
+      if (event.type === "batch") {
+        if (Array.isArray(event.events)) event.events.forEach(handle);
+        return;
+      }
+      render(event);
+      if (typeof event.position === "string") lastPosition = event.position;
     }
 
     function render(event) {
@@ -158,8 +173,11 @@
         } catch (err) {
           return;
         }
-        if (event && typeof event === "object") render(event);
+        handle(event);
       };
+      // Any close, 1012 ("service restart": the server or a worker went away) and
+      // 1013 ("try again later") among them: connect again, to whichever server
+      // answers, and pick up from lastPosition.
       ws.onclose = function () {
         if (socket !== ws) return;
         socket = null;
