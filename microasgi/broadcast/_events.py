@@ -256,8 +256,6 @@ class Subscriber:
             if first > self._seq + 1:
                 self._gap(first - 1)
             for seq, message in entries:
-                if seq <= self._seq:
-                    continue
                 if seq > self._seq + 1:  # not kept in between (the history was damaged)
                     self._gap(seq - 1)
                 self._seq = seq
