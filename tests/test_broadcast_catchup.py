@@ -275,17 +275,17 @@ def test_a_message_lost_in_transit_is_read_back(
 async def test_a_hole_the_lost_history_cannot_fill_is_a_gap() -> None:
     """m2 is lost in transit, then the history with it: m3 (delivered) comes after a gap."""
     events: list[Event] = []
-    async with Broadcast("memory://") as broadcast, anyio.create_task_group() as tasks:
-        backend = ScriptedBackend(broadcast, 1000)
-        broadcast._backend = backend
-        await broadcast.publish(CHANNEL, "m1")
+    with anyio.fail_after(5):
+        async with Broadcast("memory://") as broadcast, anyio.create_task_group() as tasks:
+            backend = ScriptedBackend(broadcast, 1000)
+            broadcast._backend = backend
+            await broadcast.publish(CHANNEL, "m1")
 
-        async def follow() -> None:
-            async with broadcast.subscribe(CHANNEL) as sub:
-                while len(events) < 2:
-                    events.append(await sub.get())
+            async def follow() -> None:
+                async with broadcast.subscribe(CHANNEL) as sub:
+                    while len(events) < 2:
+                        events.append(await sub.get())
 
-        with anyio.fail_after(5):
             tasks.start_soon(follow)
             await anyio.wait_all_tasks_blocked()
             backend.snap()
