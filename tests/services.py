@@ -92,6 +92,22 @@ class RedisServer:
         self.stop()
         self.start()
 
+    def kill(self) -> None:
+        """Kill it (SIGKILL): no save on the way out, as in a crash."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def pause(self) -> None:
+        """Stop it answering (SIGSTOP) without closing its connections: a hung server."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
 
 class ServerProcess:
     """`python -m microasgi run APP` (uvicorn) in a process of its own, on `port`.
