@@ -2,9 +2,10 @@
 under every interleaving hypothesis finds.
 
 A scripted backend stands in for Redis: each history read waits until the test lets it
-take its snapshot, then again until the test lets the answer arrive; a message can be "lost in transit" (kept in the history, never delivered live),
-as one published while a listener reconnects is; the history can be lost, and start over
-in a new epoch, as when Redis restarts without its data. Whatever the order, each
+take its snapshot, then again until the test lets the answer arrive; a message can be
+"lost in transit" (kept in the history, never delivered live), as one published while a
+listener reconnects is; the history can be lost, and start over in a new epoch, as when
+Redis restarts without its data. Whatever the order, each
 subscriber must see, epoch by epoch, an unbroken run of numbers: every message exactly
 once, in order, a gap only where the history no longer keeps what it missed (counting
 exactly what it skips), and a reset where its epoch ended.

@@ -118,7 +118,9 @@ def run(scenario: Coroutine[Any, Any, None], timeout: float = 30) -> None:
 
 def texts(client: Peer, prefix: str) -> list[str]:
     """The texts of the messages `client` received that start with `prefix`, in order."""
-    return [e["text"] for e in client.events if e["type"] == "message" and e["text"].startswith(prefix)]
+    return [
+        e["text"] for e in client.events if e["type"] == "message" and e["text"].startswith(prefix)
+    ]
 
 
 def test_messages_cross_processes_and_survive_a_redis_restart(redis_server: RedisServer) -> None:

@@ -37,11 +37,22 @@ ReadKey = tuple[str, int, int]  # what a catch-up reads: (epoch, after, limit)
 class _Channel:
     """A channel with subscribers in this process."""
 
-    __slots__ = ("check", "confirmed", "epoch", "refilling", "seq", "stamp", "subscribers", "suspect")
+    __slots__ = (
+        "check",
+        "confirmed",
+        "epoch",
+        "refilling",
+        "seq",
+        "stamp",
+        "subscribers",
+        "suspect",
+    )
 
     def __init__(self) -> None:
         self.subscribers: set[Subscriber] = set()
-        self.confirmed = False  # the backend confirmed it once: later confirmations are reconnections
+        self.confirmed = (
+            False  # the backend confirmed it once: later confirmations are reconnections
+        )
         self.refilling = False  # a catch-up task runs for it
         # The last live message, to notice a backend that gave out numbers twice.
         self.epoch: str | None = None

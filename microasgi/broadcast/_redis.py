@@ -210,7 +210,7 @@ class RedisBackend:
         )
         # The listener's connection: it waits for messages as long as it takes (its
         # health check finds a dead one), and never retries behind our back.
-        listener_pool = aioredis.ConnectionPool.from_url(
+        listener_pool: Any = aioredis.ConnectionPool.from_url(
             self.url,
             retry=Retry(NoBackoff(), 0),
             socket_connect_timeout=self._socket_timeout,
