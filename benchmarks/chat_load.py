@@ -69,6 +69,10 @@ class Settings:
     redis_restart: bool = True
     worker_kill: bool = True
     redis_stop: str = "kill"  # how Redis is stopped: "kill" (SIGKILL) or "term" (SIGTERM)
+    # The server's permessage-deflate: "cli" as `python -m microasgi run` negotiates it
+    # (12-bit windows), "small" (9-bit windows, memLevel 1) or "off" (declined), both
+    # under uvicorn directly with the CLI's WebSocket protocol (see deflate_protocols.py).
+    server_deflate: str = "cli"
     settle_timeout: float = 60.0
 
 
@@ -153,8 +157,9 @@ class Redis:
 class ChatServers:
     """`python -m microasgi run examples.chat:app --workers N` (uvicorn's supervisor)."""
 
-    def __init__(self, workers: int, redis_url: str) -> None:
+    def __init__(self, workers: int, redis_url: str, deflate: str = "cli") -> None:
         self.workers = workers
+        self.deflate = deflate
         self.port = free_port()
         self.redis_url = redis_url
         self.process: subprocess.Popen[bytes] | None = None
@@ -167,7 +172,18 @@ class ChatServers:
             "MICROASGI_CHAT_RATE": "50",
             "MICROASGI_CHAT_BURST": "50",
         }
-        command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
+        if self.deflate == "cli":
+            command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
+        else:  # the same server, with another deflate setting
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])
+            protocol = (
+                "deflate_protocols:SmallWindowProtocol"
+                if self.deflate == "small"
+                else "microasgi._uvicorn:HandshakeAnsweringProtocol"
+            )
+            command = [sys.executable, "-m", "uvicorn", "examples.chat:app", "--lifespan", "on"]
+            command += ["--ws", protocol]
+            command += ["--ws-per-message-deflate", str(self.deflate != "off").lower()]
         command += ["--port", str(self.port), "--workers", str(self.workers)]
         command += ["--log-level", "warning"]
         self.process = subprocess.Popen(
@@ -449,7 +465,7 @@ def services(settings: Settings) -> Iterator[tuple[Redis, ChatServers]]:
     with tempfile.TemporaryDirectory(prefix="chat-load-") as directory:
         redis = Redis(Path(directory))
         redis.start()
-        servers = ChatServers(settings.workers, redis.url)
+        servers = ChatServers(settings.workers, redis.url, settings.server_deflate)
         try:
             servers.start()
             yield redis, servers
@@ -479,10 +495,9 @@ async def run(settings: Settings) -> Report:
         client_cpu = time.process_time()
         storm_started = time.monotonic()
         tasks = [asyncio.create_task(client.run(stop)) for client in clients]
-        try:
-            await asyncio.wait_for(asyncio.gather(*(c.joined.wait() for c in clients)), timeout=120)
-        except TimeoutError:
-            pass
+        joining = asyncio.gather(*(c.joined.wait() for c in clients))
+        with contextlib.suppress(TimeoutError):  # counted below
+            await asyncio.wait_for(joining, timeout=120)
         report.storm = {
             "cpu_seconds": {
                 "client (this process)": round(time.process_time() - client_cpu, 2),
@@ -620,7 +635,7 @@ def check(clients: list[Client], phases: list[Phase], report: Report) -> None:
             known = canon.setdefault((r.epoch, r.seq), r.text)
             inconsistent += known != r.text
     epochs = {room: {epoch for epoch, _ in canon} for room, canon in rooms.items()}
-    for room, canon in rooms.items():
+    for canon in rooms.values():
         for text in canon.values():
             counts[phase_of(float(text.split("|")[3]), phases)]["published"] += 1
     for c in clients:
@@ -713,7 +728,8 @@ def show(report: Report) -> None:
     print(
         f"chat load: {s['clients']:,} clients, {s['workers']} workers, {s['rooms']} rooms, "
         f"{s['senders']} senders at {s['rate']:g} msg/s in all, "
-        f"permessage-deflate {'on' if s['deflate'] else 'off'}"
+        f"clients offer permessage-deflate: {'yes' if s['deflate'] else 'no'}, "
+        f"server: {s['server_deflate']}"
     )
     cp = report.concurrent_publishes
     print(f"1,000 concurrent publishes: {cp['errors']} errors, {cp['seconds']} s")
@@ -744,7 +760,8 @@ def show(report: Report) -> None:
     t = report.totals
     print(
         f"leaked {t['leaked']}, numbers given to two messages {t['inconsistent_numbers']}, "
-        f"refused but delivered {t['refused_but_delivered']}, refused {t['refused_by_the_server']}, "
+        f"refused but delivered {t['refused_but_delivered']}, "
+        f"refused {t['refused_by_the_server']}, "
         f"notices {t['notices']} {t['notice_reasons']}, errors {t['errors']}, "
         f"tracebacks in the server log {t['server_log_tracebacks']}"
     )
@@ -774,10 +791,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-redis-restart", action="store_true")
     parser.add_argument("--no-worker-kill", action="store_true")
     parser.add_argument("--redis-stop", choices=["kill", "term"])
+    parser.add_argument(
+        "--server-deflate",
+        choices=["cli", "small", "off"],
+        help="the server's permessage-deflate: as the CLI does (12-bit windows, the "
+        "default), 9-bit windows, or declined",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     args = parser.parse_args(argv)
     settings = Settings(**(QUICK if args.quick else {}))
-    for name in ("clients", "workers", "rooms", "senders", "rate", "steady", "fault", "redis_stop"):
+    names = ("clients", "workers", "rooms", "senders", "rate", "steady", "fault", "redis_stop")
+    for name in (*names, "server_deflate"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     settings.deflate = not args.no_deflate

@@ -1,19 +1,21 @@
 """The chat page in a real browser: headless Chromium driven by Playwright.
 
-Two pages chat with each other; user text is shown as text (never run as HTML);
-the client reconnects by itself when the server comes back.
+Two pages chat with each other; user text is shown as text (never run as HTML); a
+newcomer sees the recent messages; the client reconnects by itself when the server comes
+back, or its worker is killed, and shows what it missed, once, in order.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import signal
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.services import CHROMIUM, require
+from tests.services import CHROMIUM, RedisServer, require
 from tests.test_chat_integration import ChatServer, chat_server
 
 if TYPE_CHECKING:
@@ -179,3 +181,102 @@ def test_the_page_reconnects_when_the_server_comes_back(
     finally:
         alice.close()
         bob.close()
+
+
+def message_texts(page: Page) -> list[str]:
+    return page.locator("#messages .message .text").all_text_contents()
+
+
+def test_a_newcomer_sees_the_recent_messages(browser: Browser, server: ChatServer) -> None:
+    from playwright.sync_api import expect
+
+    problems = Problems()
+    alice = open_room(browser, problems, f"{server.http_url}/rooms/recent?nick=alice")
+    try:
+        for text in ("one", "two", "three"):
+            send(alice, text)
+            expect(alice.locator("#messages .message .text").last).to_have_text(text)
+        bob = open_room(browser, problems, f"{server.http_url}/rooms/recent?nick=bob")
+        expect(bob.locator("#messages .notice").last).to_have_text("bob joined")
+        assert message_texts(bob) == ["one", "two", "three"]
+        assert problems.seen == []
+    finally:
+        alice.close()
+
+
+def publish_directly(redis_url: str, room: str, texts: list[str]) -> None:
+    """Publish chat messages into Redis as a worker would, while the servers are down.
+
+    In a thread: Playwright's sync API runs an event loop in this one.
+    """
+    import json
+    import threading
+
+    import anyio
+
+    from microasgi.broadcast import Broadcast
+
+    async def publish() -> None:
+        async with Broadcast(redis_url) as broadcast:
+            for text in texts:
+                event = {"type": "message", "id": text, "nick": "carol", "text": text, "time": 0}
+                await broadcast.publish(f"chat:room:{room}", json.dumps(event))
+
+    failures: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            anyio.run(publish)
+        except BaseException as exc:
+            failures.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive() and not failures, failures
+
+
+def worker_pids(server: ChatServer) -> list[int]:
+    assert server.process is not None
+    found = []
+    for task in os.listdir(f"/proc/{server.process.pid}/task"):
+        with open(f"/proc/{server.process.pid}/task/{task}/children") as children:
+            found += [int(pid) for pid in children.read().split()]
+    return [pid for pid in found if b"spawn_main" in open(f"/proc/{pid}/cmdline", "rb").read()]
+
+
+@pytest.mark.parametrize("how", ["server restart (1012)", "workers killed"])
+def test_the_page_resumes_where_it_left_off(
+    browser: Browser, redis_server: RedisServer, how: str
+) -> None:
+    """The page reconnects with ?since= the last message it showed: what was published
+    while it was away appears once, in order, then the conversation goes on."""
+    from playwright.sync_api import expect
+
+    problems = Problems()
+    workers = 2 if how == "workers killed" else None
+    with chat_server(redis_server.url, workers=workers) as server:
+        alice = open_room(browser, problems, f"{server.http_url}/rooms/resume?nick=alice")
+        try:
+            for text in ("before 0", "before 1"):
+                send(alice, text)
+                expect(alice.locator("#messages .message .text").last).to_have_text(text)
+            if how == "workers killed":
+                for pid in worker_pids(server):
+                    os.kill(pid, signal.SIGKILL)  # the supervisor starts new ones
+            else:
+                server.stop()  # uvicorn closes the WebSocket with 1012
+            expect(alice.locator("#status")).to_have_attribute("data-state", "closed")
+            away = [f"while away {i}" for i in range(3)]
+            publish_directly(redis_server.url, "resume", away)
+            if how != "workers killed":
+                server.start()
+            expect(alice.locator("#status")).to_have_attribute("data-state", "open", timeout=20_000)
+            expect(alice.locator("#messages .message .text").last).to_have_text(away[-1])
+            send(alice, "after")
+            expect(alice.locator("#messages .message .text").last).to_have_text("after")
+            assert message_texts(alice) == ["before 0", "before 1", *away, "after"]
+            assert alice.locator("#messages .notice.system").count() == 0  # nothing lost
+            assert problems.seen == []
+        finally:
+            alice.close()

@@ -9,8 +9,7 @@ See docs/broadcast.md for the guarantees and the slow-subscriber policy.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
@@ -60,6 +59,32 @@ class _Channel:
         self.stamp = ""
         self.check = False  # after a reconnection: is that message still where it was?
         self.suspect: str | None = None  # an epoch whose numbers were given out twice
+
+
+class _Subscription:
+    """What `Broadcast.subscribe()` returns: `async with` it to get the Subscriber.
+
+    A small object rather than a generator-based context manager: a server holds one
+    per connection.
+    """
+
+    __slots__ = ("_broadcast", "_subscriber")
+
+    def __init__(self, broadcast: Broadcast, subscriber: Subscriber) -> None:
+        self._broadcast = broadcast
+        self._subscriber = subscriber
+
+    async def __aenter__(self) -> Subscriber:
+        await self._broadcast._enter(self._subscriber)
+        return self._subscriber
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._broadcast._leave(self._subscriber)
 
 
 class Broadcast:
@@ -173,11 +198,10 @@ class Broadcast:
             raise TypeError(f"messages are str, not {type(message).__name__}: encode it first")
         return await self._backend.publish(channel, message, keep)
 
-    @asynccontextmanager
-    async def subscribe(
+    def subscribe(
         self, channel: str, since: str | None = None, *, history: int = 0
-    ) -> AsyncIterator[Subscriber]:
-        """Subscribe to `channel` for the duration of the `async with` block.
+    ) -> AbstractAsyncContextManager[Subscriber]:
+        """Subscribe to `channel` for the duration of an `async with` block.
 
         Without `since`, the subscriber gets what is published from now on, after
         the `history` newest kept messages if `history` is more than 0. With
@@ -185,7 +209,8 @@ class Broadcast:
         message after that position exactly once and in order, or a "gap" or
         "reset" event where that is not possible (see docs/broadcast.md).
         Raises ValueError for a malformed `since` (check untrusted ones with
-        `is_position`), BroadcastError if the backend cannot be reached.
+        `is_position`); entering the block raises BroadcastError if the backend
+        cannot be reached.
         """
         self._check_connected()
         position = None
@@ -199,26 +224,40 @@ class Broadcast:
             raise ValueError("history is a number of messages, 0 or more")
         subscriber = Subscriber(channel, self.max_queue)
         subscriber._start(position, min(history, self.max_queue))
+        return _Subscription(self, subscriber)
+
+    async def _enter(self, subscriber: Subscriber) -> None:
+        """Register, have the backend listen, and wait for the first catch-up."""
+        self._check_connected()
+        channel = subscriber.channel
         state = self._channels.get(channel)
         if state is None:
             state = self._channels[channel] = _Channel()
         state.subscribers.add(subscriber)
+        ready = subscriber._ready = anyio.Event()
         try:
             await self._backend.subscribe(channel)
             state.confirmed = True
             self._catch_up(channel, state)
-            await subscriber._ready.wait()
+            await ready.wait()
             if subscriber._failure is not None:
                 raise subscriber._failure
-            yield subscriber
-        finally:
-            subscriber.close()
-            state.subscribers.discard(subscriber)
-            if not state.subscribers and self._channels.get(channel) is state:
-                del self._channels[channel]
-                if self._stack is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._backend.unsubscribe(channel)
+        except BaseException:
+            await self._leave(subscriber)
+            raise
+
+    async def _leave(self, subscriber: Subscriber) -> None:
+        subscriber.close()
+        channel = subscriber.channel
+        state = self._channels.get(channel)
+        if state is None or subscriber not in state.subscribers:
+            return
+        state.subscribers.discard(subscriber)
+        if not state.subscribers:
+            del self._channels[channel]
+            if self._stack is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._backend.unsubscribe(channel)
 
     def subscriber_count(self, channel: str) -> int:
         """How many subscribers `channel` has in this process."""
@@ -284,9 +323,9 @@ class Broadcast:
                     replays = await self._read_all(channel, waiting)
                 except BroadcastError as exc:
                     for subscriber in waiting:
-                        if not subscriber._ready.is_set():
+                        if subscriber._ready is not None:  # its first catch-up: tell subscribe()
                             subscriber._failure = exc
-                            subscriber._ready.set()
+                            subscriber._set_ready()
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
@@ -295,7 +334,7 @@ class Broadcast:
                     replay = replays[subscriber._read_for]
                     if subscriber._needs_catch_up():
                         subscriber._catch_up(replay)
-                    subscriber._ready.set()
+                    subscriber._set_ready()
         finally:
             state.refilling = False
 
@@ -304,11 +343,11 @@ class Broadcast:
         suspect, state.suspect = state.suspect, None
         if state.check and suspect is None and state.epoch is not None:
             state.check = False
-            replay = await self._backend.read(
-                channel, state.epoch, state.seq, 0, (state.seq, state.stamp)
-            )
-            if replay.epoch == state.epoch and (state.seq > replay.last or not replay.intact):
-                suspect = state.epoch
+            # What was seen before the read: live messages may come in meanwhile.
+            epoch, seq, stamp = state.epoch, state.seq, state.stamp
+            replay = await self._backend.read(channel, epoch, seq, 0, (seq, stamp))
+            if replay.epoch == epoch and (seq > replay.last or not replay.intact):
+                suspect = epoch
         if suspect is None:
             return False
         await self._backend.fence(channel, suspect)

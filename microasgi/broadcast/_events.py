@@ -65,29 +65,55 @@ class Subscriber:
     and other subscribers never wait for it.
     """
 
+    # A server may hold thousands of these, one per connection: no __dict__.
+    __slots__ = (
+        "_before_read",
+        "_closed",
+        "_epoch",
+        "_failure",
+        "_held",
+        "_history",
+        "_missed",
+        "_missed_position",
+        "_mode",
+        "_queue",
+        "_read_for",
+        "_ready",
+        "_reset",
+        "_seq",
+        "_stale",
+        "_wakeup",
+        "channel",
+        "dropped",
+        "max_queue",
+    )
+
     def __init__(self, channel: str, max_queue: int) -> None:
         if max_queue < 1:
             raise ValueError("max_queue must be at least 1")
         self.channel = channel
         self.max_queue = max_queue
         self.dropped = 0
-        self._queue: deque[Event] = deque()
+        # None while empty: an idle subscriber keeps no deque (each takes a 64-slot block).
+        self._queue: deque[Event] | None = None
         self._missed = 0  # dropped since the subscriber last read: reported as a gap
         self._missed_position: str | None = None
         self._reset: Event | None = None  # a dropped reset: told before the gap
-        self._wakeup = anyio.Event()
+        self._wakeup: anyio.Event | None = None  # set by put() while a reader waits
         self._closed = False
         # Where the subscriber is: the epoch and number of the last message queued.
         self._epoch: str | None = None
         self._seq = 0
         # Live events held back during a catch-up (None: flowing live).
-        self._held: deque[Held] | None = deque()
+        # (A list, not a deque: an empty deque already takes a block of 64 slots.)
+        self._held: list[Held] | None = []
         self._mode = START
         self._history = 0
         self._stale = False  # the backend reconnected during the catch-up: read again
         self._before_read = 0  # held events that arrived before the current read was made
         self._read_for: tuple[str, int, int] = ("", 0, 0)
-        self._ready = anyio.Event()  # the first catch-up is done (or failed)
+        # Set once the first catch-up is done (or failed): subscribe() waits for it.
+        self._ready: anyio.Event | None = None
         self._failure: BaseException | None = None
 
     # -- reading -----------------------------------------------------------------------
@@ -96,10 +122,18 @@ class Subscriber:
         """Queue an event (never waits; drops the oldest when full)."""
         if self._closed:
             return
-        if len(self._queue) >= self.max_queue:
-            self._drop(self._queue.popleft())
-        self._queue.append(event)
-        self._wakeup.set()
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        elif len(queue) >= self.max_queue:
+            self._drop(queue.popleft())
+        queue.append(event)
+        self._wake()
+
+    def _wake(self) -> None:
+        wakeup, self._wakeup = self._wakeup, None
+        if wakeup is not None:
+            wakeup.set()
 
     def _drop(self, old: Event) -> None:
         if old.kind == "reset":  # what was missed before it no longer counts
@@ -116,16 +150,21 @@ class Subscriber:
     def close(self) -> None:
         """End the iteration once the queued events are read."""
         self._closed = True
-        self._wakeup.set()
-        self._ready.set()
+        self._wake()
+        self._set_ready()
+
+    def _set_ready(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready.set()
 
     async def get(self) -> Event:
         """The next event; raises StopAsyncIteration once closed and drained."""
         while not self._queue and not self._missed and self._reset is None:
             if self._closed:
                 raise StopAsyncIteration
-            await self._wakeup.wait()
-            self._wakeup = anyio.Event()
+            wakeup = self._wakeup = self._wakeup or anyio.Event()
+            await wakeup.wait()
         return self._next()
 
     def _next(self) -> Event:
@@ -136,7 +175,12 @@ class Subscriber:
             missed, self._missed = self._missed, 0
             position, self._missed_position = self._missed_position, None
             return Event(self.channel, None, "gap", missed, position)
-        return self._queue.popleft()
+        queue = self._queue
+        assert queue is not None
+        event = queue.popleft()
+        if not queue:
+            self._queue = None
+        return event
 
     async def get_batch(self, limit: int = 100) -> list[Event]:
         """The next events: waits for one, then takes up to `limit` that are queued.
@@ -144,7 +188,12 @@ class Subscriber:
         For forwarding under load: one write for many events. Raises
         StopAsyncIteration once closed and drained.
         """
-        batch = [await self.get()]
+        while not self._queue and not self._missed and self._reset is None:
+            if self._closed:
+                raise StopAsyncIteration
+            wakeup = self._wakeup = self._wakeup or anyio.Event()
+            await wakeup.wait()
+        batch = [self._next()]
         while len(batch) < limit and (self._queue or self._missed or self._reset is not None):
             batch.append(self._next())
         return batch
@@ -156,7 +205,8 @@ class Subscriber:
         return await self.get()
 
     def __repr__(self) -> str:
-        return f"<Subscriber {self.channel!r} queued={len(self._queue)} dropped={self.dropped}>"
+        queued = len(self._queue or ())
+        return f"<Subscriber {self.channel!r} queued={queued} dropped={self.dropped}>"
 
     # -- live messages -------------------------------------------------------------------
 
@@ -170,13 +220,13 @@ class Subscriber:
             return False
         if self._accept(event, epoch, seq):
             return False
-        self._held = deque([(event, epoch, seq)])
+        self._held = [(event, epoch, seq)]
         self._mode = SINCE
         return True
 
-    def _hold(self, held: deque[Held], item: Held) -> None:
+    def _hold(self, held: list[Held], item: Held) -> None:
         if len(held) >= self.max_queue:
-            old, epoch, _ = held.popleft()
+            old, epoch, _ = held.pop(0)
             if epoch is None:  # a numbered one is read back from the history
                 self._drop(old)
         held.append(item)
@@ -229,7 +279,7 @@ class Subscriber:
     def _restart_catch_up(self) -> None:
         """The backend reconnected: whatever was published meanwhile is read back."""
         if self._held is None:
-            self._held = deque()
+            self._held = []
             self._mode = SINCE
         else:
             self._stale = True
@@ -261,24 +311,21 @@ class Subscriber:
                 self._seq = seq
                 self.put(Event(self.channel, message, "message", None, self._position()))
         self._mode = SINCE
-        held, self._held = self._held, None
+        held, self._held = self._held or [], None
         settled = self._before_read  # held events that arrived before the read was made
-        while held:
-            event, epoch, seq = held[0]
+        for index, (event, epoch, seq) in enumerate(held):
             if not self._accept(event, epoch, seq):
-                if settled <= 0:
+                if index >= settled:
                     # It came after the read: a newer epoch, or a hole, not read yet.
-                    self._held = held
+                    self._held = held[index:]
                     return False
                 if epoch == self._epoch:
                     self._gap(seq - 1)  # not in the history (lost with it): count the hole
                     self._accept(event, epoch, seq)
                 # else: from an epoch the history had already left behind when it was read.
-            held.popleft()
-            settled -= 1
         if self._stale:
             self._stale = False
-            self._held = deque()
+            self._held = []
             return False
         return True
 
