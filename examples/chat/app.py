@@ -428,15 +428,14 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
     except ValueError as exc:
         await ws.close(1008, f"invalid nickname: {exc}")
         return
-    # Where a returning client left off; anything else is answered, then ignored.
-    since = ws.query_params.get("since")
-    invalid_since = since is not None and not is_position(since)
 
     broadcast: Broadcast = ws.state.broadcast
     channel = CHANNEL_PREFIX + room
     await ws.accept()
     outbox = Outbox(ws)
-    if invalid_since:
+    # Where a returning client left off. Anything else is answered, then ignored.
+    since = ws.query_params.get("since")
+    if since is not None and not is_position(since):
         await outbox.error("since is not a position: showing the recent messages", "invalid_since")
         since = None
     try:
