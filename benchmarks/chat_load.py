@@ -73,6 +73,8 @@ class Settings:
     # (12-bit windows), "small" (9-bit windows, memLevel 1) or "off" (declined), both
     # under uvicorn directly with the CLI's WebSocket protocol (see deflate_protocols.py).
     server_deflate: str = "cli"
+    # If set, the server processes' first-generation GC threshold (see --server-gc).
+    server_gc: int | None = None
     settle_timeout: float = 60.0
 
 
@@ -157,9 +159,13 @@ class Redis:
 class ChatServers:
     """`python -m microasgi run examples.chat:app --workers N` (uvicorn's supervisor)."""
 
-    def __init__(self, workers: int, redis_url: str, deflate: str = "cli") -> None:
+    def __init__(
+        self, workers: int, redis_url: str, deflate: str = "cli", gc_threshold: int | None = None
+    ) -> None:
         self.workers = workers
         self.deflate = deflate
+        self.gc_threshold = gc_threshold
+        self.site = tempfile.TemporaryDirectory(prefix="chat-load-site-")
         self.port = free_port()
         self.redis_url = redis_url
         self.process: subprocess.Popen[bytes] | None = None
@@ -172,10 +178,20 @@ class ChatServers:
             "MICROASGI_CHAT_RATE": "50",
             "MICROASGI_CHAT_BURST": "50",
         }
+        paths = [str(ROOT)]
+        if self.gc_threshold is not None:
+            # Every Python process that starts with this on its path (the supervisor and
+            # the workers it spawns) runs sitecustomize first: the deployment's choice
+            # of GC threshold, measured without changing the server.
+            Path(self.site.name, "sitecustomize.py").write_text(
+                f"import gc\ngc.set_threshold({self.gc_threshold}, 10, 10)\n"
+            )
+            paths.insert(0, self.site.name)
+        env["PYTHONPATH"] = os.pathsep.join(paths)
         if self.deflate == "cli":
             command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
         else:  # the same server, with another deflate setting
-            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), str(ROOT)])
+            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), *paths])
             protocol = (
                 "deflate_protocols:SmallWindowProtocol"
                 if self.deflate == "small"
@@ -231,6 +247,7 @@ class ChatServers:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         self.log.close()
+        self.site.cleanup()
 
     def output(self) -> str:
         self.log.seek(0)
@@ -274,6 +291,7 @@ class Client:
         self.errors: list[dict[str, Any]] = []
         self.leaked = 0
         self.joins: list[float] = []  # seconds from starting to connect to own join
+        self.handshakes: list[float] = []  # seconds from starting to connect to the open
         self.resumes: list[float] = []  # seconds from losing the connection to own join
         self.away: list[tuple[float, float]] = []  # when it was disconnected
         self.connect_failures = 0
@@ -304,6 +322,7 @@ class Client:
                     proxy=None,  # else each connect reads the proxy settings from os.environ
                 ) as ws:
                     self.ws = ws
+                    self.handshakes.append(time.monotonic() - started)
                     delay = FIRST_DELAY
                     await self._read(ws, started, lost_at, stop)
             except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed):
@@ -465,7 +484,9 @@ def services(settings: Settings) -> Iterator[tuple[Redis, ChatServers]]:
     with tempfile.TemporaryDirectory(prefix="chat-load-") as directory:
         redis = Redis(Path(directory))
         redis.start()
-        servers = ChatServers(settings.workers, redis.url, settings.server_deflate)
+        servers = ChatServers(
+            settings.workers, redis.url, settings.server_deflate, settings.server_gc
+        )
         try:
             servers.start()
             yield redis, servers
@@ -512,6 +533,7 @@ async def run(settings: Settings) -> Report:
             "joined": sum(c.joined.is_set() for c in clients),
             "seconds_until_all_joined": round(time.monotonic() - storm_started, 2),
             "own_join": summary([j for c in clients for j in c.joins[:1]]),
+            "handshake_done": summary([h for c in clients for h in c.handshakes[:1]]),
             "connect_failures": sum(c.connect_failures for c in clients),
         }
 
@@ -730,6 +752,7 @@ def show(report: Report) -> None:
         f"{s['senders']} senders at {s['rate']:g} msg/s in all, "
         f"clients offer permessage-deflate: {'yes' if s['deflate'] else 'no'}, "
         f"server: {s['server_deflate']}"
+        + (f", server GC threshold {s['server_gc']}" if s["server_gc"] else "")
     )
     cp = report.concurrent_publishes
     print(f"1,000 concurrent publishes: {cp['errors']} errors, {cp['seconds']} s")
@@ -740,6 +763,8 @@ def show(report: Report) -> None:
         f"{st['seconds_until_all_joined']} s; own join p50 {j['p50_ms']} ms, "
         f"p99 {j['p99_ms']} ms, max {j['max_ms']} ms; {st['connect_failures']} failed attempts"
     )
+    h = st["handshake_done"]
+    print(f"  of which the handshake: p50 {h['p50_ms']} ms, p99 {h['p99_ms']} ms")
     print("CPU seconds during the storm:", st["cpu_seconds"])
     m = report.memory
     print(f"server RSS per connection: {m['rss_per_connection_kib']} KiB")
@@ -797,11 +822,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the server's permessage-deflate: as the CLI does (12-bit windows, the "
         "default), 9-bit windows, or declined",
     )
+    parser.add_argument(
+        "--server-gc",
+        type=int,
+        metavar="N",
+        help="give the server processes this first-generation GC threshold (Python's "
+        "default is 700), through a sitecustomize module on their PYTHONPATH",
+    )
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     args = parser.parse_args(argv)
     settings = Settings(**(QUICK if args.quick else {}))
     names = ("clients", "workers", "rooms", "senders", "rate", "steady", "fault", "redis_stop")
-    for name in (*names, "server_deflate"):
+    for name in (*names, "server_deflate", "server_gc"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     settings.deflate = not args.no_deflate

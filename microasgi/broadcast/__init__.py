@@ -40,6 +40,7 @@ class _Channel:
         "check",
         "confirmed",
         "epoch",
+        "received",
         "refilling",
         "seq",
         "stamp",
@@ -59,6 +60,7 @@ class _Channel:
         self.stamp = ""
         self.check = False  # after a reconnection: is that message still where it was?
         self.suspect: str | None = None  # an epoch whose numbers were given out twice
+        self.received = 0  # numbered live messages so far
 
 
 class _Subscription:
@@ -238,6 +240,7 @@ class Broadcast:
         try:
             await self._backend.subscribe(channel)
             state.confirmed = True
+            subscriber._live_since = state.received
             self._catch_up(channel, state)
             await ready.wait()
             if subscriber._failure is not None:
@@ -272,6 +275,7 @@ class Broadcast:
             return
         position = None
         if epoch is not None:
+            state.received += 1
             if epoch == state.epoch and seq <= state.seq:
                 # Live messages come in order: a number seen before was given out twice
                 # (Redis came back from an older snapshot).
@@ -308,8 +312,11 @@ class Broadcast:
     async def _refill(self, channel: str, state: _Channel) -> None:
         """Read the history for every subscriber of `channel` that needs it, until none does.
 
-        Subscribers at the same place share one read. A subscriber whose first catch-up
-        fails gets the error from subscribe(); the others wait and try again.
+        Subscribers at the same place share one read, and one that arrives while a
+        read of its place is out takes that read's answer too, if no message came
+        between that read and its arrival (it holds every message after the read). A
+        subscriber whose first catch-up fails gets the error from subscribe(); the
+        others wait and try again.
         """
         delay = 0.05
         try:
@@ -320,6 +327,7 @@ class Broadcast:
                 try:
                     if await self._check(channel, state):
                         continue  # a new epoch: every subscriber reads again
+                    issued = state.received
                     replays = await self._read_all(channel, waiting)
                 except BroadcastError as exc:
                     for subscriber in waiting:
@@ -330,7 +338,17 @@ class Broadcast:
                     delay = min(delay * 2, 2.0)
                     continue
                 delay = 0.05
-                for subscriber in waiting:
+                read_for = set(waiting)
+                for subscriber in list(state.subscribers):
+                    if subscriber not in read_for:
+                        if not subscriber._needs_catch_up():
+                            continue
+                        if (
+                            subscriber._read_key() not in replays
+                            or subscriber._live_since != issued
+                        ):
+                            continue  # another place, or a message came in between: next round
+                        subscriber._reading(held_before=0)  # all it holds came later
                     replay = replays[subscriber._read_for]
                     if subscriber._needs_catch_up():
                         subscriber._catch_up(replay)

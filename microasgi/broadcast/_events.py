@@ -73,6 +73,7 @@ class Subscriber:
         "_failure",
         "_held",
         "_history",
+        "_live_since",
         "_missed",
         "_missed_position",
         "_mode",
@@ -111,6 +112,7 @@ class Subscriber:
         self._history = 0
         self._stale = False  # the backend reconnected during the catch-up: read again
         self._before_read = 0  # held events that arrived before the current read was made
+        self._live_since = -1  # the channel's count of live messages when this one went live
         self._read_for: tuple[str, int, int] = ("", 0, 0)
         # Set once the first catch-up is done (or failed): subscribe() waits for it.
         self._ready: anyio.Event | None = None
@@ -270,9 +272,10 @@ class Subscriber:
     def _needs_catch_up(self) -> bool:
         return self._held is not None and not self._closed and self._failure is None
 
-    def _reading(self) -> tuple[str, int, int]:
-        """A read for this subscriber is about to be made: what it reads."""
-        self._before_read = len(self._held or ())
+    def _reading(self, held_before: int | None = None) -> tuple[str, int, int]:
+        """A read for this subscriber is about to be made (or, with `held_before=0`,
+        was made before it came): what it reads."""
+        self._before_read = len(self._held or ()) if held_before is None else held_before
         self._read_for = self._read_key()
         return self._read_for
 
