@@ -21,8 +21,9 @@ class HTTPSRedirectMiddleware:
     never a redirect to wherever it pointed. `status_code` is 307 (the method
     and body are kept) unless you choose another redirect status, e.g. 308
     to let browsers remember it. Requests that arrive over HTTPS pass through;
-    a scope without a ``scheme`` is plain HTTP, as ASGI says (behind a TLS-terminating proxy, put ProxyHeadersMiddleware outside this
-    one so the scheme the client used is known).
+    a scope without a ``scheme`` is plain HTTP, as ASGI says. Behind a
+    TLS-terminating proxy, put ProxyHeadersMiddleware outside this one so the
+    scheme the client used is known.
     """
 
     def __init__(self, app: ASGIApp, https_port: int = 443, status_code: int = 307) -> None:
