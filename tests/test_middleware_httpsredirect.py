@@ -110,7 +110,9 @@ def test_head_and_websocket(make_client: MakeClient) -> None:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("kind", "location"), [("http", b"https://a.example/p"), ("websocket", None)])
+@pytest.mark.parametrize(
+    ("kind", "location"), [("http", b"https://a.example/p"), ("websocket", None)]
+)
 async def test_a_scope_without_a_scheme_is_plain_http(kind: str, location: bytes | None) -> None:
     # ASGI: a missing "scheme" means "http" (or "ws"), not "already secure".
     calls: list[str] = []
