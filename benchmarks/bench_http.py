@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
@@ -47,13 +46,12 @@ from harness import (
     Receive,
     Scope,
     Send,
-    calibrate,
     expect_json,
     expect_text,
     http_scope,
     measure_memory,
-    request_once,
-    time_batch,
+    run_rounds,
+    verify,
 )
 
 RAW = "raw ASGI"
@@ -174,32 +172,6 @@ def build_benches() -> list[Bench]:
 
 
 # -- running ---------------------------------------------------------------------------
-
-
-async def verify(benches: Sequence[Bench]) -> list[str]:
-    """Each app's answer to its request, checked once; the problems found."""
-    problems = []
-    for bench in benches:
-        if bench.check is None:
-            continue
-        reply = await request_once(bench.app, bench.scope)
-        problem = bench.check(reply)
-        if problem is not None:
-            problems.append(f"{bench.scenario} / {bench.label}: {problem}")
-    return problems
-
-
-async def run_rounds(benches: Sequence[Bench], settings: Settings) -> None:
-    batch_ns = int(settings.batch_ms * 1_000_000)
-    for bench in benches:
-        bench.requests_per_batch = await calibrate(bench.app, bench.scope, batch_ns)
-    for round_index in range(settings.rounds):
-        # Rotate the order so that no app always runs first, or right after another.
-        shift = round_index % len(benches)
-        for bench in [*benches[shift:], *benches[:shift]]:
-            gc.collect()
-            elapsed = await time_batch(bench.app, bench.scope, bench.requests_per_batch)
-            bench.samples_ns.append(elapsed / bench.requests_per_batch)
 
 
 async def run_memory(benches: Sequence[Bench], settings: Settings) -> dict[str, Memory]:
@@ -401,7 +373,7 @@ async def run(benches: list[Bench], settings: Settings) -> Results:
     problems = await verify(benches)
     if problems:
         raise SystemExit("an app failed its check, nothing was timed:\n  " + "\n  ".join(problems))
-    await run_rounds(benches, settings)
+    await run_rounds(benches, settings.rounds, settings.batch_ms)
     memory = await run_memory(benches, settings)
     return Results(benches, memory, settings, time.perf_counter() - started)
 

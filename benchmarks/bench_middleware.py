@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import statistics
 import sys
@@ -31,10 +30,10 @@ from harness import (
     Reply,
     Scope,
     Send,
-    calibrate,
     http_scope,
     request_once,
-    time_batch,
+    run_rounds,
+    verify,
 )
 
 from microasgi.middleware import (
@@ -158,6 +157,10 @@ class Case:
     check: Callable[[Reply], str | None]
     requests_per_batch: int = 0
     samples_ns: list[float] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.app_name
 
     @property
     def best_us(self) -> float:
@@ -388,27 +391,6 @@ async def build_cases() -> list[Case]:
 # -- running -----------------------------------------------------------------------------
 
 
-async def verify(cases: Sequence[Case]) -> list[str]:
-    problems = []
-    for case in cases:
-        problem = case.check(await request_once(case.app, case.scope))
-        if problem is not None:
-            problems.append(f"{case.scenario} / {case.app_name}: {problem}")
-    return problems
-
-
-async def run_rounds(cases: Sequence[Case], settings: Settings) -> None:
-    batch_ns = int(settings.batch_ms * 1_000_000)
-    for case in cases:
-        case.requests_per_batch = await calibrate(case.app, case.scope, batch_ns)
-    for round_index in range(settings.rounds):
-        shift = round_index % len(cases)
-        for case in [*cases[shift:], *cases[:shift]]:
-            gc.collect()
-            elapsed = await time_batch(case.app, case.scope, case.requests_per_batch)
-            case.samples_ns.append(elapsed / case.requests_per_batch)
-
-
 async def compressed_sizes() -> dict[str, int]:
     sizes = {"identity": len(BIG)}
     for accept in ("gzip", "br", "zstd"):
@@ -470,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(
                 "an app failed its check, nothing was timed:\n  " + "\n  ".join(problems)
             )
-        await run_rounds(cases, settings)
+        await run_rounds(cases, settings.rounds, settings.batch_ms)
         return cases, await compressed_sizes(), time.perf_counter() - started
 
     cases, sizes, seconds = asyncio.run(run())
