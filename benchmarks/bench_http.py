@@ -338,6 +338,19 @@ def machine() -> dict[str, Any]:
     }
 
 
+def command_line(argv: Sequence[str] | None, doc: str | None) -> argparse.Namespace:
+    """The options every in-process benchmark takes (--quick, --json), after which the
+    machine it runs on is printed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    args = parser.parse_args(argv)
+    info = machine()
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
+    return args
+
+
 def to_json(results: Results) -> dict[str, Any]:
     return {
         "machine": machine(),
@@ -379,15 +392,8 @@ async def run(benches: list[Bench], settings: Settings) -> Results:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    args = parser.parse_args(argv)
+    args = command_line(argv, __doc__)
     settings = QUICK if args.quick else FULL
-
-    info = machine()
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
     print(
         f"{settings.rounds} rounds of ~{settings.batch_ms:g} ms per app, best and median "
         "per request, in process (no server)\n"

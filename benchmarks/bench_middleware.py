@@ -12,7 +12,6 @@ Compression is also measured on a 16 KiB JSON body, and on a stream of 64 chunks
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import statistics
@@ -22,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_http import machine
+from bench_http import command_line, machine
 from harness import (
     ASGIApp,
     Message,
@@ -433,14 +432,8 @@ def format_table(cases: Sequence[Case], sizes: dict[str, int]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    args = parser.parse_args(argv)
+    args = command_line(argv, __doc__)
     settings = QUICK if args.quick else FULL
-    info = machine()
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
     print(f"{settings.rounds} rounds of ~{settings.batch_ms:g} ms per app, in process\n")
     sys.stdout.flush()
 
@@ -460,7 +453,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n({seconds:.0f} s)")
     if args.json:
         data = {
-            "machine": info,
+            "machine": machine(),
             "settings": vars(settings),
             "compressed_sizes": sizes,
             "benchmarks": [
