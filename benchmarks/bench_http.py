@@ -20,7 +20,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -44,6 +43,7 @@ from harness import (
     Check,
     Memory,
     Receive,
+    Samples,
     Scope,
     Send,
     expect_json,
@@ -90,7 +90,7 @@ QUICK = Settings(rounds=5, batch_ms=20, memory_requests=2_000, memory_warmup=500
 
 
 @dataclass
-class Bench:
+class Bench(Samples):
     """One app answering one request, timed over several rounds."""
 
     scenario: str
@@ -108,14 +108,6 @@ class Bench:
             return self.framework
         plural = "route" if self.routes == 1 else "routes"
         return f"{self.framework}, {self.routes:,} {plural}"
-
-    @property
-    def best_us(self) -> float:
-        return min(self.samples_ns) / 1000
-
-    @property
-    def median_us(self) -> float:
-        return statistics.median(self.samples_ns) / 1000
 
 
 async def _noop_app(scope: Scope, receive: Receive, send: Send) -> None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +26,7 @@ from harness import (
     Message,
     Receive,
     Reply,
+    Samples,
     Scope,
     Send,
     http_scope,
@@ -148,7 +148,7 @@ def expect(
 
 
 @dataclass
-class Case:
+class Case(Samples):
     scenario: str
     app_name: str
     app: ASGIApp
@@ -160,14 +160,6 @@ class Case:
     @property
     def label(self) -> str:
         return self.app_name
-
-    @property
-    def best_us(self) -> float:
-        return min(self.samples_ns) / 1000
-
-    @property
-    def median_us(self) -> float:
-        return statistics.median(self.samples_ns) / 1000
 
 
 def scope_with(*headers: tuple[bytes, bytes], method: str = "GET", **extra: Any) -> dict[str, Any]:

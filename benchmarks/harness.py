@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import json
+import statistics
 import tracemalloc
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ __all__ = [
     "Message",
     "Receive",
     "Reply",
+    "Samples",
     "Scope",
     "Send",
     "Timed",
@@ -177,6 +179,20 @@ async def calibrate(app: ASGIApp, scope: dict[str, Any], batch_ns: int) -> int:
         if elapsed >= batch_ns // 8 or n >= 1 << 22:
             return max(16, round(n * batch_ns / max(elapsed, 1)))
         n *= 4
+
+
+class Samples:
+    """The per-request times of one bench, in µs (a mixin for its dataclass)."""
+
+    samples_ns: list[float]
+
+    @property
+    def best_us(self) -> float:
+        return min(self.samples_ns) / 1000
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples_ns) / 1000
 
 
 class Timed(Protocol):
