@@ -32,6 +32,7 @@ from microasgi.middleware import (
     TrustedHostMiddleware,
 )
 from microasgi.middleware._codecs import _choose, choose_encoding, parse_accept_encoding
+from microasgi.middleware._headers import split_tokens, with_vary
 from microasgi.middleware._hosts import format_netloc, normalise_origin, parse_host
 from microasgi.middleware.proxyheaders import parse_forwarded, parse_node
 from microasgi.middleware.sessions import SessionSigner
@@ -153,6 +154,61 @@ def test_a_session_survives_signing(session: dict[str, Any]) -> None:
     checked = signer.unsign(signer.sign(payload, 1000), 100, 1050)
     assert checked == (payload, 1000, 0)
     assert signer.unsign(signer.sign(payload, 1000), 10, 1050) is None  # expired
+
+
+vary_names = st.sampled_from(["Origin", "origin", "Accept-Encoding", "Cookie", "*", "", " "])
+
+
+@given(
+    st.lists(st.lists(vary_names, max_size=3).map(", ".join), max_size=3),
+    st.lists(st.sampled_from(["Origin", "Accept-Encoding", "Cookie"]), min_size=1, max_size=3),
+)
+def test_vary_is_merged_once_and_idempotent(app_vary: list[str], names: list[str]) -> None:
+    headers = [(b"vary", value.encode()) for value in app_vary]
+    merged = with_vary(headers, names)
+    assert with_vary(merged, names) == merged
+    assert headers == [(b"vary", value.encode()) for value in app_vary]  # not edited in place
+    tokens = [t.lower() for k, v in merged if k == b"vary" for t in split_tokens(v)]
+    had = {t.lower() for value in app_vary for t in split_tokens(value)}
+    if "*" in had:
+        assert merged == headers
+        return
+    for name in {name.lower() for name in names}:
+        assert name in tokens
+        if name not in had:  # what the app wrote twice stays; what we add is there once
+            assert tokens.count(name) == 1
+
+
+CORS = CORSMiddleware(
+    App(),
+    allow_origins=["https://a.example", "null"],
+    allow_methods=["GET", "POST"],
+    allow_headers=["X-A"],
+    allow_credentials=True,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(latin1, st.sampled_from([b"https://a.example", b"HTTPS://A.EXAMPLE:443/", b"null"])),
+    st.one_of(latin1, st.sampled_from([b"GET", b"post", b"PUT"])),
+    st.one_of(st.none(), latin1, st.sampled_from([b"x-a", b"X-A, accept", b"x-b"])),
+)
+def test_a_preflight_is_all_or_nothing(
+    origin: bytes, method: bytes, requested: bytes | None
+) -> None:
+    headers = [(b"origin", origin), (b"access-control-request-method", method)]
+    if requested is not None:
+        headers.append((b"access-control-request-headers", requested))
+    exchange = anyio.run(Exchange().run, CORS, http_scope("OPTIONS", headers=headers))
+    cors = {k: v for k, v in exchange.headers if k.startswith(b"access-control-")}
+    assert exchange.status in (200, 400)
+    if exchange.status == 400:
+        assert cors == {}
+    else:
+        assert CORS.is_allowed_origin(origin.decode("latin-1"))
+        assert cors[b"access-control-allow-origin"] == origin
+        assert cors[b"access-control-allow-credentials"] == b"true"
 
 
 # -- the whole stack on any headers ----------------------------------------------------

@@ -96,7 +96,11 @@ def with_vary(headers: RawHeaders, names: Iterable[str]) -> RawHeaders:
             present.update(token.lower() for token in split_tokens(value))
     if "*" in present:
         return headers
-    missing = [name for name in names if name.lower() not in present]
+    missing = []
+    for name in names:
+        if name.lower() not in present:
+            present.add(name.lower())  # and named twice in `names`: added once
+            missing.append(name)
     if not missing:
         return headers
     added = ", ".join(missing).encode("latin-1")
