@@ -279,6 +279,30 @@ def test_a_value_that_is_not_json_is_an_error(
     assert "JSON" in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize("kind", ["nested", "circular"])
+def test_a_value_json_cannot_write_is_the_same_logged_500(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    app = session_app()
+
+    @app.post("/deep")
+    async def deep(request: Request) -> str:
+        value: Any = []
+        if kind == "nested":
+            for _ in range(100_000):
+                value = [value]
+        else:
+            value.append(value)
+        request.session["value"] = value
+        return "stored?"
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        response = make_client(app, raise_server_exceptions=False).post("/deep")
+    assert response.status_code == 500
+    [record] = caplog.records
+    assert "not saved" in record.getMessage() and "JSON" in record.getMessage()
+
+
 def test_many_session_cookies_stay_cheap(make_client: MakeClient) -> None:
     cookie = "; ".join(f"session={signed({'i': i})}x" for i in range(300))
     response = make_client(session_app()).get("/", headers={"Cookie": cookie})

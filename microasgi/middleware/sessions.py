@@ -279,7 +279,7 @@ class SessionMiddleware:
             if _dumps(session) == loaded and not resign:
                 return None
             pair = self.cookie_pair(session)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # not JSON, circular, too deep
             raise SessionNotSaved(f"a value cannot be stored as JSON ({exc})") from exc
         if len(pair) > MAX_COOKIE_SIZE:
             raise SessionNotSaved(
