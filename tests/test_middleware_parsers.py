@@ -358,3 +358,32 @@ def test_the_operation_count_sees_quadratic_work() -> None:
     except AssertionError:
         return
     raise AssertionError("a quadratic function passed the linearity check")
+
+
+# -- optional whitespace is a space or a tab -------------------------------------------
+
+# Python's str.strip() also strips these (Unicode whitespace in a latin-1 decoded header);
+# HTTP's optional whitespace is only SP and HTAB (RFC 9110 section 5.6.3).
+NOT_OWS = ["\x85", "\xa0", "\x1c", "\x1f", "\x0b", "\x0c"]
+
+
+@given(st.sampled_from(NOT_OWS))
+def test_only_spaces_and_tabs_are_optional_whitespace(junk: str) -> None:
+    assert split_tokens(f" a\t,{junk}b , c{junk}".encode("latin-1")) == [
+        "a",
+        f"{junk}b",
+        f"c{junk}",
+    ]
+    assert choose_encoding(f"gzip{junk}".encode("latin-1"), OFFERED) is None
+    assert choose_encoding(f"gzip;q=0.5{junk}, br;q=0.1".encode("latin-1"), OFFERED) == "br"
+    assert parse_node(f"1.2.3.4{junk}") is None
+    assert parse_node(" \t1.2.3.4\t ") == ("1.2.3.4", 0)
+    assert parse_forwarded(f"for=1.2.3.4{junk}") == [None]
+    signer = SessionSigner(["s"])
+    sessions = SessionMiddleware(App(), secret_key="s")
+    value = signer.sign("eyJhIjoxfQ", 1000)  # {"a":1}
+    for cookie in (f"session{junk}={value}", f"session={value}{junk}"):
+        scope = http_scope(headers=[(b"cookie", cookie.encode("latin-1"))])
+        assert sessions.load(scope, 1000)[0] == {}
+    scope = http_scope(headers=[(b"cookie", f"x=1;\tsession = {value} ".encode())])
+    assert sessions.load(scope, 1000)[0] == {"a": 1}

@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from microasgi.middleware._headers import OWS
+
 __all__ = [
     "CODEC_NAMES",
     "Codec",
@@ -167,15 +169,15 @@ def parse_accept_encoding(value: str) -> dict[str, float]:
     weights: dict[str, float] = {}
     for item in value.split(","):
         name, _, params = item.partition(";")
-        name = name.strip().lower()
+        name = name.strip(OWS).lower()
         if not name:
             continue
         weight = 1.0
         for param in params.split(";") if params else ():
             key, sep, raw = param.partition("=")
-            if key.strip().lower() != "q":
+            if key.strip(OWS).lower() != "q":
                 continue
-            raw = raw.strip()
+            raw = raw.strip(OWS)
             if not sep or not _QVALUE.fullmatch(raw):
                 weight = -1.0  # a q-value we cannot read: the item does not count
                 break

@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection
 
 from microasgi.middleware._config import string_list, token_list
-from microasgi.middleware._headers import RawHeaders, get_header, with_vary
+from microasgi.middleware._headers import OWS, RawHeaders, get_header, split_tokens, with_vary
 from microasgi.middleware._hosts import normalise_origin
 from microasgi.middleware._respond import send_text
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
@@ -165,13 +165,11 @@ class CORSMiddleware:
         failures = []
         if not self.is_allowed_origin(raw_origin.decode("latin-1")):
             failures.append("origin")
-        if requested_method.decode("latin-1").strip().upper() not in self.allow_methods:
+        if requested_method.decode("latin-1").strip(OWS).upper() not in self.allow_methods:
             failures.append("method")
         requested = get_header(request_headers, b"access-control-request-headers")
-        names = requested.decode("latin-1").lower().split(",") if requested else []
-        if not self.allow_all_headers and any(
-            name.strip() and name.strip() not in self.allow_headers for name in names
-        ):
+        names = split_tokens(requested.lower()) if requested else []
+        if not self.allow_all_headers and any(name not in self.allow_headers for name in names):
             failures.append("headers")
         private = get_header(request_headers, b"access-control-request-private-network")
         if private is not None and not self.allow_private_network:

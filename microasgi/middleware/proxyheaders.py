@@ -7,7 +7,13 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from microasgi.middleware._headers import TOKEN_CHARS, collect_headers, get_headers, split_tokens
+from microasgi.middleware._headers import (
+    OWS,
+    TOKEN_CHARS,
+    collect_headers,
+    get_headers,
+    split_tokens,
+)
 from microasgi.middleware._hosts import format_netloc, parse_host
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
@@ -41,7 +47,7 @@ def parse_node(text: str) -> tuple[str, int] | None:
     """An address as proxies write it (``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``,
     ``[2001:db8::1]:80``) as (address, port), port 0 when not given. None for
     anything else: ``unknown``, an obfuscated ``_name``, garbage."""
-    text = text.strip()
+    text = text.strip(OWS)
     if not text or len(text) > _MAX_NODE:
         return None
     return _parse_node(text)
@@ -132,7 +138,7 @@ def parse_forwarded(value: str) -> list[dict[str, str] | None]:
     for raw_element in _split_outside_quotes(value, ","):
         element: dict[str, str] | None = {}
         for pair in _split_outside_quotes(raw_element, ";"):
-            pair = pair.strip()
+            pair = pair.strip(OWS)
             if not pair:
                 continue
             key, sep, raw = pair.partition("=")
@@ -249,7 +255,7 @@ class ProxyHeadersMiddleware:
         schemes = _SCHEMES.get(proto.lower()) if proto else None
         if schemes is not None:
             scope["scheme"] = schemes[scope["type"] == "websocket"]
-        parsed = parse_host(host.strip()) if host else None
+        parsed = parse_host(host.strip(OWS)) if host else None
         if parsed is not None:
             netloc = format_netloc(*parsed).encode("latin-1")
             others = [(k, v) for k, v in headers if k.lower() != b"host"]

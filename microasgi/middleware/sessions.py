@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from microasgi.datastructures import quote_path
-from microasgi.middleware._headers import TOKEN_CHARS, get_headers, with_vary
+from microasgi.middleware._headers import OWS, TOKEN_CHARS, get_headers, with_vary
 from microasgi.middleware._respond import send_text
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -105,8 +105,8 @@ def _cookie_values(headers: list[tuple[bytes, bytes]], name: str) -> list[str]:
     for header in get_headers(headers, b"cookie"):
         for pair in header.decode("latin-1").split(";"):
             key, sep, value = pair.partition("=")
-            if sep and key.strip() == name:
-                values.append(value.strip().strip('"'))
+            if sep and key.strip(OWS) == name:
+                values.append(value.strip(OWS).strip('"'))
     return values
 
 
