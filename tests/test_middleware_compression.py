@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 from microasgi import App, StreamingResponse
-from microasgi.middleware import CompressionMiddleware, GZipMiddleware, Middleware
+from microasgi.middleware import CompressionMiddleware, CORSMiddleware, GZipMiddleware, Middleware
 from microasgi.middleware._codecs import choose_encoding, parse_accept_encoding
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 from tests.helpers import Exchange, MakeClient, http_scope
@@ -573,3 +573,31 @@ async def test_not_modified_of_a_response_never_compressed_is_left_alone(
 
     ex = await fetch(CompressionMiddleware(not_modified))
     assert ex.headers == headers
+
+
+def test_a_response_that_fails_before_its_held_body_is_a_500(make_client: MakeClient) -> None:
+    # The start of a response with a Content-Length is held until its body comes. When the
+    # body never comes, nothing has reached the client yet: it gets a whole 500 (through the
+    # middleware further out), not a 200 start that was never sent and an empty answer.
+    app = App(
+        middleware=[
+            Middleware(CORSMiddleware, allow_origins=["https://a.example"]),
+            Middleware(CompressionMiddleware),
+        ]
+    )
+
+    @app.get("/file")
+    async def file() -> StreamingResponse:
+        async def chunks() -> Any:
+            raise RuntimeError("the database went away")
+            yield b""  # pragma: no cover
+
+        return StreamingResponse(chunks(), headers={"content-length": "5000"})
+
+    client = make_client(app, raise_server_exceptions=False)
+    response = client.get(
+        "/file", headers={"Accept-Encoding": "gzip", "Origin": "https://a.example"}
+    )
+    assert response.status_code == 500
+    assert response.headers["access-control-allow-origin"] == "https://a.example"
+    assert "content-encoding" not in response.headers

@@ -150,7 +150,13 @@ class CompressionMiddleware:
         if codec is not None and extensions and _ZEROCOPY in extensions:
             offered = {key: value for key, value in extensions.items() if key != _ZEROCOPY}
             scope = {**scope, "extensions": offered}
-        await self.app(scope, receive, _Response(self, send, codec))
+        response = _Response(self, send, codec)
+        await self.app(scope, receive, response)
+        if response.state == _HOLD:
+            # The app started a response and ended (its error already answered by a
+            # guard that saw the start go by) without its body: the start is still
+            # here, so nothing reached the client, and a 500 can be answered further out.
+            raise RuntimeError("the app returned without sending the body of its response")
 
     def compressible(self, status: int, headers: RawHeaders) -> bool:
         """Whether a response with this status and these headers may be compressed."""
