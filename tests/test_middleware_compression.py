@@ -589,7 +589,8 @@ def test_a_response_that_fails_before_its_held_body_is_a_500(make_client: MakeCl
     @app.get("/file")
     async def file() -> StreamingResponse:
         async def chunks() -> Any:
-            raise RuntimeError("the database went away")
+            # An OSError of its own, which the response takes for the client going away.
+            raise ConnectionResetError("the upstream went away")
             yield b""  # pragma: no cover
 
         return StreamingResponse(chunks(), headers={"content-length": "5000"})
