@@ -100,7 +100,7 @@ class CompressionMiddleware:
     ``Cache-Control: no-transform``, `exclude_content_types` (``type/*``
     patterns allowed; text/event-stream among the defaults), and pathsend
     responses with a Content-Length. A 304 gets the Vary and weak ETag the
-    full response would have. A compressed response gets Content-Encoding, ``Vary:
+    full response would have, a 206 the Vary. A compressed response gets Content-Encoding, ``Vary:
     Accept-Encoding``, a weak ETag, no Accept-Ranges, and the new
     Content-Length (none for a stream). A stream is compressed chunk by
     chunk with a flush after each, and its headers leave at once. A chunk of
@@ -229,8 +229,8 @@ class _Response:
     async def on_start(self, message: Message) -> None:
         headers = list(message.get("headers") or ())
         middleware = self.middleware
-        if message["status"] == 304:
-            await self.send(self.not_modified(message, headers))
+        if message["status"] in (206, 304):
+            await self.send(self.like_full_response(message, headers))
             return
         if not middleware.compressible(message["status"], headers):
             await self.send(message)
@@ -249,14 +249,15 @@ class _Response:
         else:
             await self.start_stream()
 
-    def not_modified(self, message: Message, headers: RawHeaders) -> Message:
-        """A 304 with the Vary and ETag that the full response would have had
-        (RFC 9110 section 15.4.5), so caches can match it with what they keep."""
+    def like_full_response(self, message: Message, headers: RawHeaders) -> Message:
+        """A 304 or 206 with the Vary the full response would have had (RFC 9110
+        sections 15.4.5, 15.3.7), and a 304 with its ETag too, so caches can match them
+        with what they keep. A 206 is of the identity bytes: its ETag stays strong."""
         if not self.middleware.may_encode(headers):
             return message
         replace: dict[bytes, bytes | None] = {}
         etag = get_header(headers, b"etag")
-        if etag is not None and self.codec is not None:
+        if etag is not None and self.codec is not None and message["status"] == 304:
             replace[b"etag"] = _weak(etag)
         headers = with_vary(with_headers(headers, replace), ("Accept-Encoding",))
         return {**message, "headers": headers}
