@@ -72,7 +72,7 @@ def split_tokens(value: bytes | str) -> list[str]:
     """The comma-separated items of a header value, without the optional whitespace
     around them, empty ones left out."""
     text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return [item for item in (part.strip(OWS) for part in text.split(",")) if item]
+    return [item for part in text.split(",") if (item := part.strip(OWS))]
 
 
 def with_headers(

@@ -232,12 +232,12 @@ class _Response:
         if message["status"] in (206, 304):
             await self.send(self.like_full_response(message, headers))
             return
-        if not middleware.compressible(message["status"], headers):
-            await self.send(message)
-            return
         length = get_header(headers, b"content-length")
         if length is not None and length.isdigit() and int(length[:18]) < middleware.minimum_size:
             await self.send(message)  # too small to be worth it, whatever the client takes
+            return
+        if not middleware.compressible(message["status"], headers):
+            await self.send(message)
             return
         headers = with_vary(headers, ("Accept-Encoding",))
         if self.codec is None:
