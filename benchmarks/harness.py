@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gc
 import json
+import statistics
 import tracemalloc
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "ASGIApp",
@@ -23,8 +24,10 @@ __all__ = [
     "Message",
     "Receive",
     "Reply",
+    "Samples",
     "Scope",
     "Send",
+    "Timed",
     "calibrate",
     "expect_json",
     "expect_text",
@@ -32,8 +35,10 @@ __all__ = [
     "measure_memory",
     "receive",
     "request_once",
+    "run_rounds",
     "send",
     "time_batch",
+    "verify",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -174,6 +179,60 @@ async def calibrate(app: ASGIApp, scope: dict[str, Any], batch_ns: int) -> int:
         if elapsed >= batch_ns // 8 or n >= 1 << 22:
             return max(16, round(n * batch_ns / max(elapsed, 1)))
         n *= 4
+
+
+class Samples:
+    """The per-request times of one bench, in µs (a mixin for its dataclass)."""
+
+    samples_ns: list[float]
+
+    @property
+    def best_us(self) -> float:
+        return min(self.samples_ns) / 1000
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples_ns) / 1000
+
+
+class Timed(Protocol):
+    """One app answering one request, timed over several rounds."""
+
+    scenario: str
+    app: ASGIApp
+    scope: dict[str, Any]
+    check: Check | None
+    requests_per_batch: int
+    samples_ns: list[float]  # per request, one per round
+
+    @property
+    def label(self) -> str: ...
+
+
+async def verify(benches: Sequence[Timed]) -> list[str]:
+    """Each app's answer to its request, checked once; the problems found."""
+    problems = []
+    for bench in benches:
+        if bench.check is None:
+            continue
+        problem = bench.check(await request_once(bench.app, bench.scope))
+        if problem is not None:
+            problems.append(f"{bench.scenario} / {bench.label}: {problem}")
+    return problems
+
+
+async def run_rounds(benches: Sequence[Timed], rounds: int, batch_ms: float) -> None:
+    """Time every bench `rounds` times, in batches of about `batch_ms`."""
+    batch_ns = int(batch_ms * 1_000_000)
+    for bench in benches:
+        bench.requests_per_batch = await calibrate(bench.app, bench.scope, batch_ns)
+    for round_index in range(rounds):
+        # Rotate the order so that no app always runs first, or right after another.
+        shift = round_index % len(benches)
+        for bench in [*benches[shift:], *benches[:shift]]:
+            gc.collect()
+            elapsed = await time_batch(bench.app, bench.scope, bench.requests_per_batch)
+            bench.samples_ns.append(elapsed / bench.requests_per_batch)
 
 
 # -- memory -------------------------------------------------------------------------
