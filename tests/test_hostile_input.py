@@ -101,7 +101,8 @@ def raw_request(port: int, request: bytes) -> bytes:
 @pytest.fixture(scope="module")
 def redirect_server() -> Iterator[int]:
     port = free_port()
-    with run_server(redirect_app(), port):
+    # uvicorn's h11 protocol passes these request targets through (httptools refuses them).
+    with run_server(redirect_app(), port, http="h11"):
         yield port
 
 
@@ -110,7 +111,6 @@ def redirect_server() -> Iterator[int]:
 def test_url_of_a_hostile_target_keeps_the_host_under_uvicorn(
     redirect_server: int, target: str
 ) -> None:
-    # uvicorn passes these request targets through to the app as they are.
     answer = raw_request(
         redirect_server,
         f"GET {target} HTTP/1.1\r\nHost: good.example\r\nConnection: close\r\n\r\n".encode(),
