@@ -10,7 +10,7 @@ import anyio
 import anyio.to_thread
 
 from microasgi.responses._base import Response
-from microasgi.types import Receive, Scope, Send
+from microasgi.types import Message, Receive, Scope, Send
 
 __all__ = ["StreamingResponse"]
 
@@ -40,17 +40,16 @@ class StreamingResponse(Response):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         iterator = _aiter_chunks(self.body_iterator)
         completed = False
+        start = {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            if scope.get("method") == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
-                completed = True
+            if not await _sent(send, start):
+                pass  # the client is gone already
+            elif scope.get("method") == "HEAD":
+                completed = await _sent(send, {"type": "http.response.body", "body": b""})
             else:
                 with _unwrap_single_error():
                     async with anyio.create_task_group() as tg:
@@ -63,8 +62,6 @@ class StreamingResponse(Response):
                         tg.start_soon(watch_disconnect)
                         completed = await self._send_body(iterator, send)
                         tg.cancel_scope.cancel()
-        except OSError:
-            pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
         finally:
             with anyio.CancelScope(shield=True):
                 await iterator.aclose()
@@ -72,17 +69,35 @@ class StreamingResponse(Response):
             await self.background()
 
     async def _send_body(self, iterator: AsyncGenerator[str | bytes, None], send: Send) -> bool:
-        """Send every chunk; False if the client went away (send raised OSError)."""
+        """Send every chunk; False if the client went away (send raised OSError).
+
+        An OSError the iterator itself raises (a failing upstream, a disk read)
+        is an error of the app's, not a disconnect: it propagates.
+        """
         charset = self.charset
-        try:
-            async for chunk in iterator:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode(charset)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        except OSError:
-            return False
-        return True
+        while True:
+            try:
+                chunk = await iterator.__anext__()
+            except StopAsyncIteration:
+                break
+            except OSError as exc:
+                # Not the client leaving (that is send's OSError): logged as the error it is.
+                raise RuntimeError(f"the streaming response's iterator raised {exc!r}") from exc
+            if isinstance(chunk, str):
+                chunk = chunk.encode(charset)
+            message = {"type": "http.response.body", "body": chunk, "more_body": True}
+            if not await _sent(send, message):
+                return False
+        return await _sent(send, {"type": "http.response.body", "body": b""})
+
+
+async def _sent(send: Send, message: Message) -> bool:
+    """Send `message`; False if the client is gone (ASGI 2.4 servers raise OSError)."""
+    try:
+        await send(message)
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager
@@ -92,7 +107,8 @@ def _unwrap_single_error() -> Iterator[None]:
         yield
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
+            error = group.exceptions[0]
+            raise error from error.__cause__  # its own cause kept, the group dropped
         raise
 
 
