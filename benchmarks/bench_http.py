@@ -38,6 +38,7 @@ from apps import (
     starlette_json_function_middleware,
     starlette_plaintext,
 )
+import harness
 from harness import (
     ASGIApp,
     Check,
@@ -336,7 +337,19 @@ def command_line(argv: Sequence[str] | None, doc: str | None) -> argparse.Namesp
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
     parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop", "both"],
+        default="both",
+        help="the event loop (default: both, uvloop when installed)",
+    )
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="await each request inline instead of in a task of its own (as servers do)",
+    )
     args = parser.parse_args(argv)
+    harness.TASK_PER_REQUEST = not args.inline
     info = machine()
     versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
     print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
@@ -383,22 +396,47 @@ async def run(benches: list[Bench], settings: Settings) -> Results:
     return Results(benches, memory, settings, time.perf_counter() - started)
 
 
+def event_loops(choice: str) -> list[str]:
+    """The loops to run on: uvloop only when it is installed."""
+    wanted = ["asyncio", "uvloop"] if choice == "both" else [choice]
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("uvloop is not installed: pip install uvloop") from None
+        wanted = [loop for loop in wanted if loop != "uvloop"]
+    return wanted
+
+
+def run_on(loop: str, benches: list[Bench], settings: Settings) -> Results:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(run(benches, settings))
+    return asyncio.run(run(benches, settings))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = command_line(argv, __doc__)
     settings = QUICK if args.quick else FULL
+    driven = "each in its own task" if harness.TASK_PER_REQUEST else "awaited inline"
     print(
         f"{settings.rounds} rounds of ~{settings.batch_ms:g} ms per app, best and median "
-        "per request, in process (no server)\n"
+        f"per request, in process (no server), requests {driven}, garbage collection on\n"
     )
     sys.stdout.flush()
 
-    benches = build_benches()
-    results = asyncio.run(run(benches, settings))
-    print(format_table(results))
-    print(f"\n({results.seconds:.0f} s)")
+    everything = {}
+    for loop in event_loops(args.loop):
+        results = run_on(loop, build_benches(), settings)
+        print(f"== {loop} ==\n")
+        print(format_table(results))
+        print(f"\n({results.seconds:.0f} s)\n")
+        sys.stdout.flush()
+        everything[loop] = to_json(results)
     if args.json:
         with open(args.json, "w") as file:
-            json.dump(to_json(results), file, indent=2)
+            json.dump(everything, file, indent=2)
             file.write("\n")
     return 0
 

@@ -17,7 +17,7 @@ from microasgi._pipeline import Chain, Respond, compose, respond
 from microasgi._stack import Middleware
 from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
-from microasgi.requests import Request
+from microasgi.requests import ClientDisconnect, Request
 from microasgi.responses import RedirectResponse, Response
 from microasgi.responses._base import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, send_body, to_response
 from microasgi.types import ASGIApp, Receive, Scope, Send
@@ -196,16 +196,23 @@ class Route(_EndpointRoute):
                 await request.close()  # uploaded files go away with the request
 
     async def _produce(self, request: Request) -> Response:
-        """The endpoint's response to `request` (what function middleware get)."""
+        """The endpoint's response to `request`, or the error response for what it
+        raised (what function middleware get from `call_next`)."""
         call = self._call
         params = request.scope["path_params"]
-        if call.shape and call.is_async and len(params) == call.param_count:
-            # PERF: the usual endpoints directly, as in handle().
-            if call.shape is CONNECTION_FIRST:
-                return to_response(await call.func(request, **params), self.endpoint)
-            return to_response(await call.func(**params), self.endpoint)
-        result, background = await call(request, params)
-        response = to_response(result, self.endpoint)
+        try:
+            if call.shape and call.is_async and len(params) == call.param_count:
+                # PERF: the usual endpoints directly, as in handle().
+                if call.shape is CONNECTION_FIRST:
+                    return to_response(await call.func(request, **params), self.endpoint)
+                return to_response(await call.func(**params), self.endpoint)
+            result, background = await call(request, params)
+            response = to_response(result, self.endpoint)
+        except ClientDisconnect:
+            raise  # nobody to answer
+        except Exception as exc:
+            answer: Response = await errors_for(request.scope).response_for(exc, request)
+            return answer
         if background is not None and background.tasks:
             if response.background is not None:
                 background.tasks.insert(0, response.background)
@@ -646,7 +653,8 @@ class _Constant:
 
     async def __call__(self, request: Request) -> Response:
         if isinstance(self.answer, HTTPException):
-            raise self.answer
+            response: Response = await errors_for(request.scope).response_for(self.answer, request)
+            return response
         return self.answer
 
 
