@@ -14,5 +14,5 @@ urlpatterns = [
 # the mount STATIC_URL is "/django/static/", and patterns are matched against
 # the path below the mount. (staticfiles_urlpatterns() uses STATIC_URL and so
 # would answer at /django/django/static/.) static() adds nothing when DEBUG is
-# off; then main.py's StaticFiles mount answers first anyway.
+# off: then main.py mounts microasgi's StaticFiles at /django/static instead.
 urlpatterns += static("/static/", view=serve)
