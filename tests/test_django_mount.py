@@ -153,7 +153,7 @@ def test_admin_flow_in_chromium(browser: Browser, site: ServerProcess) -> None:
 
         # Edit it.
         page.click("#result_list a:text('The Analytical Engine')")
-        assert page.url == url + f"/django/admin/catalog/book/{book['id']}/change/"
+        expect(page).to_have_url(url + f"/django/admin/catalog/book/{book['id']}/change/")
         page.fill("#id_title", "Notes on the Analytical Engine")
         page.click("input[name=_save]")
         expect(page.locator(".messagelist")).to_contain_text("was changed successfully")
@@ -167,7 +167,7 @@ def test_admin_flow_in_chromium(browser: Browser, site: ServerProcess) -> None:
         expect(page.locator("#content h1")).to_have_text("Logged out")
         assert "sessionid" not in cookie_names(page)
         page.goto(url + "/django/admin/catalog/book/")
-        assert page.url.startswith(url + "/django/admin/login/")
+        expect(page).to_have_url(url + "/django/admin/login/?next=/django/admin/catalog/book/")
 
         assert failed == []
         assert problems.seen == []
