@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import harness
 from apps import (
     HELLO,
     microasgi_json,
@@ -38,7 +39,6 @@ from apps import (
     starlette_json_function_middleware,
     starlette_plaintext,
 )
-import harness
 from harness import (
     ASGIApp,
     Check,

@@ -150,6 +150,7 @@ class Route(_EndpointRoute):
         super().__init__(path, endpoint, name, middleware, Request, max_body_size=max_body_size)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer one HTTP request: call the endpoint and send its response."""
         context = scope.get(CONTEXT_KEY)
         if context is not None and context.http_middleware:
             await self._handle_through(context.http_middleware, scope, receive, send)
@@ -259,6 +260,7 @@ class WebSocketRoute(_EndpointRoute):
             raise TypeError(f"WebSocket endpoint {path!r} must be an async def")
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the endpoint for one WebSocket connection."""
         websocket = WebSocket(scope, receive, send)
         try:
             await self._call(websocket, scope["path_params"])
@@ -303,6 +305,7 @@ class _Registration:
         raise NotImplementedError
 
     def add_route(self, path: str, endpoint: Callable[..., Any], **options: Any) -> Route:
+        """Add a `Route(path, endpoint, **options)` and return it."""
         route = Route(path, endpoint, **options)
         self.add(route)
         return route
@@ -310,6 +313,7 @@ class _Registration:
     def add_websocket_route(
         self, path: str, endpoint: Callable[..., Any], **options: Any
     ) -> WebSocketRoute:
+        """Add a `WebSocketRoute(path, endpoint, **options)` and return it."""
         route = WebSocketRoute(path, endpoint, **options)
         self.add(route)
         return route
@@ -339,12 +343,19 @@ class _Registration:
         return decorator
 
     get = _MethodDecorator("GET")
+    """`@app.get(path, **options)`: an endpoint for GET (and HEAD) at `path`."""
     post = _MethodDecorator("POST")
+    """`@app.post(path, **options)`: an endpoint for POST at `path`."""
     put = _MethodDecorator("PUT")
+    """`@app.put(path, **options)`: an endpoint for PUT at `path`."""
     patch = _MethodDecorator("PATCH")
+    """`@app.patch(path, **options)`: an endpoint for PATCH at `path`."""
     delete = _MethodDecorator("DELETE")
+    """`@app.delete(path, **options)`: an endpoint for DELETE at `path`."""
     head = _MethodDecorator("HEAD")
+    """`@app.head(path, **options)`: an endpoint for HEAD at `path`."""
     options = _MethodDecorator("OPTIONS")
+    """`@app.options(path, **options)`: an endpoint for OPTIONS at `path`."""
 
     def websocket(self, path: str, **options: Any) -> Callable[[F], F]:
         """Decorator: a WebSocket endpoint at `path`."""
@@ -370,21 +381,26 @@ class Routed(_Registration):
     lifespan_state: dict[str, Any] | None = None
 
     def add(self, route: BaseRoute) -> BaseRoute:
+        """Add any route object to the app's router."""
         return self.router.add(route)
 
     @property
     def routes(self) -> list[BaseRoute]:
+        """The app's routes, in the order they were added."""
         return self.router.routes
 
     @property
     def lifespan_context(self) -> Lifespan | None:
+        """The app's lifespan (its router's)."""
         return self.router.lifespan_context
 
     @property
     def background_tasks(self) -> list[Callable[..., Any]]:
+        """Coroutines registered with `@app.background_task`."""
         return self.router.background_tasks
 
     def lifespan_children(self) -> Iterable[LifespanOwner]:
+        """The Apps and Routers mounted in this app (their lifespans run with its)."""
         return self.router.lifespan_children()
 
     def url_path_for(self, name: str, /, **params: Any) -> str:
@@ -419,6 +435,7 @@ class Mount(BaseRoute):
             self.app = guarded(app, middleware, guard_app=True)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, prefix: str) -> None:
+        """Call the mounted app with `root_path` extended by the matched `prefix`."""
         child = dict(scope)
         root_path = scope.get("root_path", "")
         if ROOT_PATH_KEY not in scope:  # the outermost app's, for url_for below the mount
@@ -432,6 +449,8 @@ class Mount(BaseRoute):
         await self.app(child, receive, send)
 
     def url_path_for(self, name: str, params: dict[str, Any]) -> str | None:
+        """The path for `name` below this mount: `"mount:name"`, or the mount's own
+        name with a `path` parameter."""
         own = self.template.param_convertors
         if any(key not in params for key in own):
             return None

@@ -197,12 +197,14 @@ class WebSocket(HTTPConnection):
             pass
 
     async def send_text(self, data: str) -> None:
+        """Send a text message."""
         if self.application_state is WebSocketState.CONNECTED:  # the common case, direct
             await self._send({"type": "websocket.send", "text": data})
         else:
             await self.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
         if self.application_state is WebSocketState.CONNECTED:
             await self._send({"type": "websocket.send", "bytes": data})
         else:

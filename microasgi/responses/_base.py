@@ -78,6 +78,7 @@ class Response:
             self.charset = rest.split(";")[0].strip(' "')
 
     def render(self, content: Any) -> bytes:
+        """The body for `content`: bytes as they are, str encoded with `charset`, None empty."""
         if isinstance(content, bytes):
             return content
         if isinstance(content, str):
@@ -194,10 +195,14 @@ class Response:
 
 
 class HTMLResponse(Response):
+    """An HTML page: `text/html; charset=utf-8`."""
+
     media_type = "text/html"
 
 
 class PlainTextResponse(Response):
+    """Text: `text/plain; charset=utf-8`."""
+
     media_type = "text/plain"
 
 
@@ -207,6 +212,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        """Compact UTF-8 JSON; NaN and the infinities are refused (ValueError)."""
         return encode_json(content)
 
 
