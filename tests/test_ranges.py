@@ -74,6 +74,11 @@ SIZE = 100
         ("bytes=0-99999999999999999999999999999", [(0, 100)]),
         ("bytes=-99999999999999999999999999999", [(0, 100)]),
         ("bytes=" + "9" * 5000 + "-", []),  # never converted to an int
+        # Leading zeros are DIGITs like any other: the value counts, not the length.
+        ("bytes=" + "0" * 30 + "5-" + "0" * 30 + "9", [(5, 10)]),
+        ("bytes=-" + "0" * 30 + "5", [(95, 100)]),
+        ("bytes=" + "0" * 5000 + "1-2", [(1, 3)]),
+        ("bytes=" + "0" * 30 + "-", [(0, 100)]),
     ],
 )
 def test_parse_range(header: str, expected: list[tuple[int, int]] | None) -> None:

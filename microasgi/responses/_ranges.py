@@ -23,8 +23,8 @@ __all__ = [
     "parse_range",
 ]
 
-#: Numbers with more digits than this are larger than any file: they are read
-#: as `_BEYOND` instead of being converted (int() of a long string is slow).
+#: Numbers with more significant digits than this are larger than any file: they
+#: are read as `_BEYOND` instead of being converted (int() of a long string is slow).
 _MAX_DIGITS = 18
 _BEYOND: int = 10**_MAX_DIGITS
 #: No real HTTP-date is longer than this; longer values are not parsed.
@@ -40,12 +40,16 @@ PRECONDITION_FAILED = 412
 
 
 def _number(text: str) -> int | None:
-    """A run of ASCII digits as an int (None if it is not one); `_BEYOND` if very long."""
+    """A run of ASCII digits as an int (None if it is not one); `_BEYOND` if very large.
+
+    Leading zeros are allowed (1*DIGIT) and do not count towards the size.
+    """
     if not text or not _DIGITS.issuperset(text):
         return None
-    if len(text) > _MAX_DIGITS:
+    significant = text.lstrip("0")
+    if len(significant) > _MAX_DIGITS:
         return _BEYOND
-    return int(text)
+    return int(significant) if significant else 0
 
 
 def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
