@@ -6,6 +6,8 @@ model, and the cost of hostile headers counted in comparisons, not timed.
 
 from __future__ import annotations
 
+import calendar
+import time
 from email.utils import formatdate
 from itertools import pairwise
 from typing import Any
@@ -289,9 +291,66 @@ def test_parse_http_date_formats(text: str) -> None:
     assert parse_http_date(text) == EPOCH_2024
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "Mon, 99 Foo 2024 00:00:00 GMT", "x" * 10_000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "Mon, 99 Foo 2024 00:00:00 GMT",
+        "x" * 10_000,
+        # A list of dates: a conditional header with more than one member is ignored.
+        "Mon, 01 Jan 2024 00:00:00 GMT, Tue, 02 Jan 2024 00:00:00 GMT",
+        "Mon, 01 Jan 2024 00:00:00 GMT garbage",  # text after the date
+        "Mon, 01 Jan 2024 00:00:00 +0500",  # another zone than GMT
+        "Mon, 01 Jan 2024 00:00:00 UTC",
+        "01 Jan 2024 00:00:00 GMT",  # no day name
+        "Mon, 1 Jan 2024 00:00:00 GMT",  # IMF-fixdate has two-digit days
+        "Mon, 01 Jan 24 00:00:00 GMT",
+        "Mon, 01 Jan 2024 24:00:00 GMT",  # no such time
+        "Mon, 01 Jan 2024 99:99:99 GMT",
+        "Fri, 30 Feb 2024 00:00:00 GMT",  # no such day
+        "Mon, 01 Jan 0000 00:00:00 GMT",
+        "mon, 01 jan 2024 00:00:00 gmt",  # the names are case-sensitive
+        "Mon, 01 Jan 2024",
+        "Monday, 01-Jan-2024 00:00:00 GMT",  # RFC 850 has two-digit years
+        "Mon Jan 1 00:00:00 2024",  # asctime pads the day with a space
+        "Mon, 01 Jan 2024 00:00:00 GMT\x00",
+    ],
+)
 def test_parse_http_date_rejects(text: str) -> None:
     assert parse_http_date(text) is None
+
+
+def test_parse_http_date_leap_second_and_whitespace() -> None:
+    assert parse_http_date("Sun, 31 Dec 2023 23:59:60 GMT") == EPOCH_2024
+    assert parse_http_date("  Mon, 01 Jan 2024 00:00:00 GMT\t") == EPOCH_2024
+
+
+def test_rfc850_two_digit_years_are_never_more_than_50_years_ahead() -> None:
+    this_year = time.gmtime().tm_year
+    for years_ahead in (-30, 0, 49, 50, 51, 70):
+        year = this_year + years_ahead
+        text = time.strftime("%A, %d-%b-%y 00:00:00 GMT", (year, 6, 1, 0, 0, 0, 0, 1, 0))
+        expected = year if years_ahead <= 50 else year - 100
+        assert parse_http_date(text) == calendar.timegm((expected, 6, 1, 0, 0, 0)), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-2_000_000_000, 250_000_000_000))
+def test_parse_http_date_reads_back_each_form(seconds: int) -> None:
+    moment = time.gmtime(seconds)
+    assert parse_http_date(formatdate(seconds, usegmt=True)) == seconds
+    # asctime, with the day padded by a space (the C library's own layout)
+    day = f"{moment.tm_mday:2d}"
+    asctime = time.strftime(f"%a %b {day} %H:%M:%S %Y", moment)
+    assert parse_http_date(asctime) == seconds
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="MonTueJanGMT, :-0123456789", max_size=40))
+def test_parse_http_date_never_fails_on_junk(text: str) -> None:
+    result = parse_http_date(text)
+    assert result is None or isinstance(result, int)
 
 
 # -- preconditions --------------------------------------------------------------------------
@@ -342,6 +401,9 @@ def test_no_preconditions() -> None:
         ({"if_unmodified_since": _date(MODIFIED)}, None),
         ({"if_unmodified_since": _date(MODIFIED - 1)}, PRECONDITION_FAILED),
         ({"if_unmodified_since": "garbage"}, None),
+        # A list of dates is not a date: ignored (RFC 9110 sections 13.1.3 and 13.1.4).
+        ({"if_modified_since": f"{_date(MODIFIED)}, {_date(MODIFIED)}"}, None),
+        ({"if_unmodified_since": f"{_date(MODIFIED - 1)}, {_date(MODIFIED - 1)}"}, None),
         # If-Match present: If-Unmodified-Since is not looked at.
         ({"if_match": ETAG, "if_unmodified_since": _date(MODIFIED - 1)}, None),
         # If-Match is evaluated before If-None-Match.
