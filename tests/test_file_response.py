@@ -20,6 +20,7 @@ import pytest
 from microasgi import App, BackgroundTask, FileResponse
 from microasgi.responses import _file
 from microasgi.responses._file import content_disposition, guess_media_type
+from microasgi.responses._ranges import parse_http_date
 from microasgi.types import Message
 from tests.helpers import Exchange, MakeClient, http_scope
 
@@ -249,6 +250,38 @@ async def test_stat_result_headers_are_set_at_once(data_file: Path) -> None:
     assert response.headers["last-modified"].endswith("GMT")
     ex = await run(response)
     assert ex.body == CONTENT
+
+
+@pytest.mark.anyio
+async def test_a_modification_time_in_the_future_is_sent_as_now(tmp_path: Path) -> None:
+    # RFC 9110 section 8.8.2.1: Last-Modified is never later than the response's own date.
+    path = tmp_path / "unpacked.bin"
+    path.write_bytes(CONTENT)
+    ahead = time.time() + 365 * 86400
+    os.utime(path, (ahead, ahead))
+    before = int(time.time())
+    ex = await run(FileResponse(path))
+    sent = parse_http_date((ex.header(b"last-modified") or b"").decode())
+    assert sent is not None and before <= sent <= time.time()
+    # The future date itself is no validator: If-Range with it gives the whole file.
+    future = formatdate(int(ahead), usegmt=True)
+    ex = await run(FileResponse(path), scope(range="bytes=0-9", if_range=future))
+    assert (ex.status, ex.body) == (200, CONTENT)
+
+
+@pytest.mark.anyio
+async def test_a_modification_time_no_http_date_can_express(data_file: Path) -> None:
+    # Some file systems (btrfs) keep 64-bit times: year 0 or 30000 must not be a 500.
+    real = os.stat(data_file)
+    for mtime in (-(10**14), 10**12):
+        times = (int(mtime), real.st_ctime, real.st_atime, float(mtime), real.st_ctime)
+        nanoseconds = (real.st_atime_ns, mtime * 10**9, real.st_ctime_ns)
+        fake = os.stat_result((*real[:8], *times, *nanoseconds))
+        ex = await run(FileResponse(data_file, stat_result=fake), scope("HEAD"))
+        assert ex.status == 200
+        if mtime < 0:
+            assert ex.header(b"last-modified") is None
+        assert ex.header(b"etag") is not None
 
 
 # -- preconditions ----------------------------------------------------------------------------

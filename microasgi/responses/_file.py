@@ -282,6 +282,22 @@ def _stat_file(path: str) -> os.stat_result:
 
 # -- the response ----------------------------------------------------------------------------
 
+
+def _last_modified(mtime: float) -> tuple[int, bytes] | None:
+    """The Last-Modified time for a modification time: whole seconds, and as a header.
+
+    Never later than now: a file dated in the future (a clock that was wrong,
+    an archive unpacked with its times) is sent as modified now, as RFC 9110
+    section 8.8.2.1 requires. None for a time no HTTP-date can express
+    (before the year 1).
+    """
+    seconds = min(int(mtime), int(time.time()))
+    try:
+        return seconds, formatdate(seconds, usegmt=True).encode()
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 PRECONDITION_HEADERS = {
     b"range": "range",
     b"if-range": "if_range",
@@ -425,12 +441,13 @@ class FileResponse(Response):
         if etag is None:
             etag = etag_for(st.st_mtime_ns, st.st_size)
             headers.append((b"etag", etag.encode("latin-1")))
-        if last_modified_text is None:
-            last_modified: int | None = int(st.st_mtime)
-            headers.append((b"last-modified", formatdate(st.st_mtime, usegmt=True).encode()))
-        else:
-            last_modified = parse_http_date(last_modified_text)
-        return headers, etag, last_modified
+        if last_modified_text is not None:
+            return headers, etag, parse_http_date(last_modified_text)
+        found = _last_modified(st.st_mtime)
+        if found is None:
+            return headers, etag, None
+        headers.append((b"last-modified", found[1]))
+        return headers, etag, found[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method")
