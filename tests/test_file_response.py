@@ -20,7 +20,7 @@ import pytest
 from microasgi import App, BackgroundTask, FileResponse
 from microasgi.responses import _file
 from microasgi.responses._file import content_disposition, guess_media_type
-from microasgi.responses._ranges import parse_http_date
+from microasgi.responses._ranges import etag_for, parse_http_date
 from microasgi.types import Message
 from tests.helpers import Exchange, MakeClient, http_scope
 
@@ -282,6 +282,28 @@ async def test_a_modification_time_no_http_date_can_express(data_file: Path) -> 
         if mtime < 0:
             assert ex.header(b"last-modified") is None
         assert ex.header(b"etag") is not None
+
+
+@pytest.mark.anyio
+async def test_a_stale_stat_result_does_not_label_the_new_content(tmp_path: Path) -> None:
+    path = tmp_path / "report.bin"
+    path.write_bytes(b"version one: 0123456789")
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    old = os.stat(path)
+    old_etag = FileResponse(path, stat_result=old).headers["etag"]
+    path.write_bytes(b"VERSION TWO: abcdefghij")  # changed after the stat was taken
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    # A client resuming its copy of version one must not get bytes of version two.
+    resume = scope(range="bytes=13-", if_range=old_etag)
+    ex = await run(FileResponse(path, stat_result=old), resume)
+    assert (ex.status, ex.body) == (200, b"VERSION TWO: abcdefghij")
+    assert ex.header(b"etag") == etag_for(1_700_000_000 * 10**9, 23).encode()
+    assert ex.header(b"last-modified") == formatdate(1_700_000_000, usegmt=True).encode()
+    ex = await run(FileResponse(path, stat_result=old), scope(if_none_match=old_etag))
+    assert ex.status == 200
+    # Validators of the user's own are theirs: kept whatever the stat says.
+    mine = FileResponse(path, stat_result=old, headers={"etag": '"mine"'})
+    assert (await run(mine, scope(if_none_match='"mine"'))).status == 304
 
 
 # -- preconditions ----------------------------------------------------------------------------

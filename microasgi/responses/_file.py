@@ -366,7 +366,8 @@ class FileResponse(Response):
       ``http.response.pathsend`` extension when the server offers it.
 
     `stat_result` (an `os.stat_result` of the file) saves a stat when the file
-    is sent through pathsend or for HEAD; otherwise the file's own fstat is used.
+    is sent through pathsend or for HEAD; otherwise the open file's own fstat
+    is used, for the validators too if the file changed since `stat_result`.
     """
 
     chunk_size = CHUNK_SIZE
@@ -420,8 +421,13 @@ class FileResponse(Response):
             disposition = content_disposition(filename, content_disposition_type)
             raw.append((b"content-disposition", disposition.encode("latin-1")))
         self.raw_headers = raw
+        # The ETag and Last-Modified added for `stat_result`: replaced when the file
+        # turns out to have changed by the time it is opened.
+        self._validators: tuple[tuple[bytes, bytes], ...] = ()
         if stat_result is not None:
+            given = len(raw)
             self._headers_for(stat_result, into=raw)
+            self._validators = tuple(raw[given:])
 
     def _headers_for(
         self, st: os.stat_result, into: list[tuple[bytes, bytes]] | None = None
@@ -448,6 +454,25 @@ class FileResponse(Response):
             return headers, etag, None
         headers.append((b"last-modified", found[1]))
         return headers, etag, found[0]
+
+    def _headers_without_stale(self, st: os.stat_result) -> list[tuple[bytes, bytes]]:
+        """A copy of the headers, less the validators of `stat_result` if `st` differs.
+
+        A `stat_result` taken before the file changed would otherwise label the
+        new content with the old ETag, and an If-Range with that tag would
+        splice new bytes into the client's old copy.
+        """
+        headers = list(self.raw_headers)
+        given = self.stat_result
+        if (
+            self._validators
+            and given is not None
+            and st is not given
+            and (st.st_mtime_ns, st.st_size) != (given.st_mtime_ns, given.st_size)
+        ):
+            stale = self._validators
+            headers = [item for item in headers if not any(item is old for old in stale)]
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method")
@@ -504,7 +529,7 @@ class FileResponse(Response):
     ) -> bool:
         """Send the response; True once it is complete."""
         method = scope.get("method")
-        headers, etag, last_modified = self._headers_for(st)
+        headers, etag, last_modified = self._headers_for(st, self._headers_without_stale(st))
         # A small file was read already: if it shrank between fstat and read, what
         # was read is the file (nothing has been announced yet).
         size = len(opened.data) if opened is not None and opened.data is not None else st.st_size
