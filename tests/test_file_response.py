@@ -4,6 +4,7 @@ clients that leave."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import mimetypes
 import os
@@ -672,6 +673,32 @@ async def test_a_shrinking_file_in_a_multipart_response(tmp_path: Path) -> None:
     assert ex.status == 206
     assert len(ex.body) < int(ex.header(b"content-length") or 0)
     assert all(m.get("more_body", False) for m in ex.sent[1:])
+
+
+@pytest.mark.anyio
+async def test_a_read_error_ends_the_response_short_and_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "on-a-failing-disk.bin"
+    path.write_bytes(b"r" * 10_000)
+    original = _file.read_chunks
+    calls = []
+
+    def failing(fd: int, offset: int, sizes: list[int]) -> list[bytes]:
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return original(fd, offset, sizes)
+
+    monkeypatch.setattr(_file, "read_chunks", failing)
+    ran = []
+    response = FileResponse(path, chunk_size=1000, background=BackgroundTask(ran.append, 1))
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        ex = await run(response)
+    assert ex.body == b"r" * 4000  # the first trip's four chunks, then nothing
+    assert all(m.get("more_body", False) for m in ex.sent[1:])  # never marked complete
+    assert "Reading" in caplog.text and "Input/output error" in caplog.text
+    assert ran == []
 
 
 class LeavesAfterFirstChunk(Exchange):

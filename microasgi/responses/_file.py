@@ -663,7 +663,17 @@ async def _send_pieces(
             while start < end:
                 # Several chunks per trip to a thread: the trip costs more than the read.
                 sizes = _chunk_sizes(start, end, chunk_size, READ_AHEAD)
-                chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
+                try:
+                    chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
+                except OSError:
+                    # Not the client's doing (that OSError comes from send()): say so.
+                    logger.exception(
+                        "Reading %s failed after %d of %d bytes were sent; the response ends short",
+                        opened.path,
+                        sent,
+                        total,
+                    )
+                    return False
                 for wanted, chunk in zip(sizes, chunks, strict=False):
                     if len(chunk) < wanted:
                         _log_shrink(opened.path, sent, total)
