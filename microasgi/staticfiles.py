@@ -127,6 +127,43 @@ def _package_directory(package: str | tuple[str, str]) -> str:
     )
 
 
+class _Replaced(OSError):
+    """The file opened is not the one the lookup checked (it was swapped in between)."""
+
+
+def _fd_path(fd: int) -> str | None:
+    """The path the kernel has for an open file (Linux), or None where it cannot say."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _checker(found: _Found, root_prefix: str) -> Callable[[int, os.stat_result], None]:
+    """A check that the file opened for `found` is the one the lookup allowed.
+
+    The lookup and the open are two steps: someone who can write in the
+    directory could swap the file, or a directory on its path, for a symlink
+    in between. Where the kernel says which file was opened (Linux), its path
+    must be the path the lookup allowed or lie inside the directory; elsewhere
+    the file must be the very one the lookup saw (device and inode).
+    """
+    allowed, seen = found.path, found.stat
+    assert seen is not None
+
+    def check(fd: int, st: os.stat_result) -> None:
+        real = _fd_path(fd)
+        if real is not None:
+            real = real.removesuffix(" (deleted)")  # unlinked since it was opened
+            if real == allowed or (real + os.sep).startswith(root_prefix):
+                return
+        elif (st.st_dev, st.st_ino) == (seen.st_dev, seen.st_ino):
+            return
+        raise _Replaced(f"{allowed} was replaced while it was looked up (opened {real!r})")
+
+    return check
+
+
 class _Found:
     """What a lookup found: a file to send (maybe already open), a redirect, or nothing."""
 
@@ -355,7 +392,7 @@ class StaticFiles:
                 self._pick_sidecar(found, root_prefix, parent, name, st, codings)
             if found.stat is None:
                 found.path, found.stat = path, st
-            if self._open(found, prefetch):
+            if self._open(found, prefetch, root_prefix):
                 return found
             break
         found = _Found()
@@ -366,22 +403,29 @@ class StaticFiles:
                     found.path, found.stat = page
                     found.name = "404.html"
                     found.status = 404
-                    if self._open(found, prefetch):
+                    if self._open(found, prefetch, root_prefix):
                         return found
                     break
         return _Found()
 
-    def _open(self, found: _Found, prefetch: int) -> bool:
+    def _open(self, found: _Found, prefetch: int, root_prefix: str) -> bool:
         """Open the file found (unless only its stat is needed); False if it is gone."""
         if prefetch < 0:
             return True
         try:
-            found.opened = open_file(found.path, prefetch)
+            found.opened = open_file(found.path, prefetch, _checker(found, root_prefix))
         except (FileNotFoundError, NotADirectoryError, NotAFileError):
             return False  # replaced or removed since the lookup
+        except _Replaced as exc:
+            logger.warning("Static file not served: %s", exc)
+            return False
         except PermissionError:
             logger.warning("Static file %s cannot be read (permission denied)", found.path)
             return False
+        except OSError as exc:
+            if exc.errno in _MISSING:  # e.g. swapped for a link loop since the lookup
+                return False
+            raise
         found.stat = found.opened.stat
         return True
 

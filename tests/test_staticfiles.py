@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microasgi import App, HTTPException, PlainTextResponse, Request
+from microasgi import App, HTTPException, PlainTextResponse, Request, staticfiles
 from microasgi.middleware import CompressionMiddleware, Middleware
 from microasgi.responses import _file
 from microasgi.staticfiles import IMMUTABLE, StaticFiles, accepted_encodings, safe_parts
@@ -111,7 +111,7 @@ async def test_a_fifo_is_not_served_and_does_not_hang(tree: Path) -> None:
 
 @pytest.mark.anyio
 async def test_unreadable_file_is_404(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def denied(path: str, prefetch: int = 0) -> Any:
+    def denied(path: str, *args: Any) -> Any:
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr("microasgi.staticfiles.open_file", denied)
@@ -343,6 +343,98 @@ async def test_served_directory_may_itself_be_a_symlink(tree: Path, tmp_path: Pa
     app = StaticFiles(directory=tmp_path / "current")
     assert (await get(app, "/hello.txt")).body == b"hello"
     assert (await get(app, "/link_outside.txt")).status == 404
+
+
+# -- a directory that changes between the lookup and the open ------------------------------------
+
+
+def _swap_before_open(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Make `change` happen once, after StaticFiles checked a path and before it opens it."""
+    real_open = staticfiles.open_file
+    pending = [change]
+
+    def racing(path: str, *args: Any) -> Any:
+        if pending:
+            pending.pop()()
+        return real_open(path, *args)
+
+    monkeypatch.setattr(staticfiles, "open_file", racing)
+
+
+@pytest.fixture(params=["kernel path", "device and inode"])
+def verification(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of checking the open file: the kernel's path (Linux), or its identity."""
+    if request.param == "device and inode":
+        monkeypatch.setattr(staticfiles, "_fd_path", lambda fd: None)
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_a_file_swapped_for_a_symlink_after_the_check_is_not_served(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verification: str
+) -> None:
+    def swap() -> None:
+        (tree / "hello.txt").unlink()
+        (tree / "hello.txt").symlink_to(tmp_path / "secret.txt")
+
+    _swap_before_open(monkeypatch, swap)
+    ex = await get(StaticFiles(directory=tree), "/hello.txt")
+    assert ex.status == 404 and SECRET not in ex.body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("html", [False, True])
+async def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_served(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verification: str, html: bool
+) -> None:
+    (tmp_path / "outside" / "page.html").write_bytes(SECRET)
+
+    def swap() -> None:
+        (tree / "sub").rename(tmp_path / "old-sub")
+        (tree / "sub").symlink_to(tmp_path / "outside")
+
+    _swap_before_open(monkeypatch, swap)
+    ex = await get(StaticFiles(directory=tree, html=html), "/sub/page.html")
+    assert (tree / "sub").is_symlink()  # the swap did happen
+    assert SECRET not in ex.body
+    assert ex.status == 404
+    assert ex.body == (b"<h1>missing</h1>" if html else b"Not Found")
+
+
+@pytest.mark.anyio
+async def test_a_file_swapped_for_a_link_loop_after_the_check_is_a_404(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def swap() -> None:
+        (tree / "hello.txt").unlink()
+        (tree / "hello.txt").symlink_to(tree / "hello.txt")
+
+    _swap_before_open(monkeypatch, swap)
+    assert (await get(StaticFiles(directory=tree), "/hello.txt")).status == 404
+
+
+@pytest.mark.anyio
+async def test_a_file_replaced_by_a_new_version_after_the_check_is_served(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The usual deployment (write a new file, rename it over the old one) is no attack.
+    def deploy() -> None:
+        (tree / "hello.new").write_bytes(b"hello, new")
+        (tree / "hello.new").replace(tree / "hello.txt")
+
+    _swap_before_open(monkeypatch, deploy)
+    ex = await get(StaticFiles(directory=tree), "/hello.txt")
+    assert (ex.status, ex.body, ex.header(b"content-length")) == (200, b"hello, new", b"10")
+
+
+@pytest.mark.anyio
+async def test_a_link_allowed_to_leave_is_still_served(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, verification: str
+) -> None:
+    _swap_before_open(monkeypatch, lambda: None)
+    app = StaticFiles(directory=tree, follow_symlinks=True)
+    assert (await get(app, "/link_outside.txt")).body == SECRET
+    assert (await get(app, "/linkdir_outside/file.txt")).body == SECRET
 
 
 # -- caching -------------------------------------------------------------------------------------

@@ -251,18 +251,24 @@ def _chunk_sizes(start: int, end: int, chunk_size: int, count: int) -> list[int]
     return sizes
 
 
-def open_file(path: str, prefetch: int = 0) -> OpenedFile:
+def open_file(
+    path: str, prefetch: int = 0, verify: Callable[[int, os.stat_result], None] | None = None
+) -> OpenedFile:
     """Open `path` and fstat it (blocking: run it in a worker thread).
 
     A file of at most `prefetch` bytes is read whole and closed at once, so a
     small file costs one trip to a thread. Raises NotAFileError for anything
-    but a regular file, and the OSError of open() otherwise.
+    but a regular file, and the OSError of open() otherwise. `verify` is
+    called with the descriptor and its fstat before anything is read; what
+    it raises closes the file and is raised.
     """
     fd = os.open(path, _OPEN_FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotAFileError(f"{path} is not a regular file")
+        if verify is not None:
+            verify(fd, st)
         if st.st_size <= prefetch:
             data = read_at(fd, 0, st.st_size)
             os.close(fd)
