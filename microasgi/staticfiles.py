@@ -18,7 +18,7 @@ from typing import Literal
 import anyio.to_thread
 
 from microasgi._context import context_of
-from microasgi.datastructures import quote_path
+from microasgi.datastructures import _check_header, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from microasgi.responses._file import (
@@ -237,6 +237,9 @@ class StaticFiles:
         self.follow_symlinks = follow_symlinks
         self._follow_files = follow_symlinks in (True, "files")
         self._follow_dirs = follow_symlinks in (True, "directories")
+        if cache_control is not None:
+            _check_header(b"cache-control", cache_control)
+            cache_control.encode("latin-1")  # a header value; UnicodeEncodeError otherwise
         self.cache_control = cache_control
         if isinstance(immutable, (str, re.Pattern)):
             pattern = re.compile(immutable)
@@ -315,6 +318,18 @@ class StaticFiles:
         if found.stat is None:
             await _error(scope, receive, send, 404)
             return
+        try:
+            response = self._response(found, route_path)
+        except BaseException:
+            if found.opened is not None:  # e.g. an `immutable` function that raised
+                found.opened.close()
+            raise
+        response._opened = found.opened
+        await response(scope, receive, send)
+
+    def _response(self, found: _Found, route_path: str) -> FileResponse:
+        """The FileResponse for what the lookup found, with the caching headers."""
+        assert found.stat is not None
         headers: dict[str, str] = {}
         cache_control = self.cache_control
         if self._immutable is not None and found.status == 200 and self._immutable(route_path[1:]):
@@ -328,7 +343,7 @@ class StaticFiles:
             st = found.stat
             headers["content-encoding"] = found.encoding
             headers["etag"] = etag_for(st.st_mtime_ns, st.st_size, "-" + found.encoding)
-        response = FileResponse(
+        return FileResponse(
             found.path,
             media_type=guess_media_type(found.name),
             headers=headers,
@@ -337,8 +352,6 @@ class StaticFiles:
             chunk_size=self.chunk_size,
             max_ranges=self.max_ranges,
         )
-        response._opened = found.opened
-        await response(scope, receive, send)
 
     async def _redirect(self, scope: Scope, receive: Receive, send: Send) -> None:
         """307 from a directory path to the same path with a slash, query string kept."""

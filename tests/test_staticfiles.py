@@ -460,6 +460,25 @@ async def test_cache_control_and_immutable(tree: Path) -> None:
     assert (ex.status, ex.header(b"cache-control")) == (304, IMMUTABLE.encode())
 
 
+@pytest.mark.anyio
+async def test_an_immutable_function_that_raises_leaks_no_descriptor(tree: Path) -> None:
+    def broken(path: str) -> bool:
+        raise LookupError("a bug in the user's function")
+
+    app = StaticFiles(directory=tree, immutable=broken)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(LookupError):  # a range request: the file is open, not read
+            await get(app, "/hello.txt", range="bytes=0-1")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("value", ["no-cache\r\nX-Injected: 1", "no-cache\n", "max-age=€"])
+def test_a_bad_cache_control_is_refused_at_once(tree: Path, value: str) -> None:
+    with pytest.raises(ValueError):
+        StaticFiles(directory=tree, cache_control=value)
+
+
 # -- precompressed siblings ---------------------------------------------------------------------
 
 
