@@ -87,7 +87,16 @@ def test_injection_and_bad_fields_are_refused(kwargs: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("event", "x\ndata: forged"), ("id", "1\r"), ("id", "\0"), ("comment", "\n")],
+    [
+        ("event", "x\ndata: forged"),
+        ("id", "1\r"),
+        ("id", "\0"),
+        ("comment", "\n"),
+        ("retry", "1\ndata: forged"),  # retry is digits only, on the wire as in the spec
+        ("retry", -5),
+        ("retry", 2.5),
+        ("retry", True),
+    ],
 )
 def test_fields_changed_after_creation_are_checked_again(field: str, value: str) -> None:
     event = ServerSentEvent("x", event="e", id="1", comment="c")

@@ -36,6 +36,13 @@ def _single_line(name: str, value: Any) -> str:
     return value
 
 
+def _retry(value: Any) -> int:
+    # The spec's parser takes only ASCII digits: a non-negative int, nothing else.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("ServerSentEvent retry must be a non-negative int (milliseconds)")
+    return value
+
+
 class ServerSentEvent:
     """One event of an event stream.
 
@@ -69,11 +76,7 @@ class ServerSentEvent:
         self.id = None if id is None else _single_line("id", id)
         if self.id is not None and "\0" in self.id:
             raise ValueError("ServerSentEvent id cannot contain NUL")
-        if retry is not None and (
-            not isinstance(retry, int) or isinstance(retry, bool) or retry < 0
-        ):
-            raise ValueError("ServerSentEvent retry must be a non-negative int (milliseconds)")
-        self.retry = retry
+        self.retry = None if retry is None else _retry(retry)
         self.comment = None if comment is None else _single_line("comment", comment)
 
     def encode(self) -> bytes:
@@ -90,7 +93,7 @@ class ServerSentEvent:
                 raise ValueError("ServerSentEvent id cannot contain NUL")
             lines.append(f"id: {_single_line('id', self.id)}")
         if self.retry is not None:
-            lines.append(f"retry: {self.retry}")
+            lines.append(f"retry: {_retry(self.retry)}")
         if self.data is not None:
             # Empty data is one "data:" line: clients dispatch an event with empty data.
             lines.extend(f"data: {line}" for line in _LINE_BREAK.split(self.data))
