@@ -184,7 +184,12 @@ async def test_headers_go_out_before_the_first_event() -> None:
         assert ex.header(b"content-length") is None
         release.set()
     assert ex.body == b"data: late\n\n"
-    assert ex.sent[-1] == {"type": "http.response.body", "body": b""}
+    last = ex.sent[-1]
+    assert (last["type"], last["body"], last.get("more_body", False)) == (
+        "http.response.body",
+        b"",
+        False,
+    )
 
 
 @pytest.mark.anyio
@@ -422,6 +427,37 @@ async def test_an_error_in_the_iterator_is_raised_as_itself() -> None:
 
     with pytest.raises(LookupError, match="producer failed"):
         await Exchange().run(EventSourceResponse(broken()), scope())
+
+
+@pytest.mark.anyio
+async def test_an_oserror_of_the_iterator_is_raised_not_taken_for_a_disconnect() -> None:
+    # Only send() speaks for the client; a producer's ConnectionError is a bug to see.
+    async def broken() -> AsyncIterator[str]:
+        yield "ok"
+        raise ConnectionRefusedError("the database is down")
+
+    with pytest.raises(ConnectionRefusedError, match="database"):
+        await Exchange().run(EventSourceResponse(broken()), scope())
+
+    def broken_sync() -> Iterator[str]:
+        yield "ok"
+        raise TimeoutError("upstream timed out")
+
+    with pytest.raises(TimeoutError, match="upstream"):
+        await Exchange().run(EventSourceResponse(broken_sync()), scope())
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+async def test_a_client_gone_before_the_headers_still_closes_the_iterator(method: str) -> None:
+    source = Tracked(1, "wait")
+
+    class GoneAtOnce(Exchange):
+        async def send(self, message: Message) -> None:
+            raise OSError("client gone")
+
+    await GoneAtOnce().run(EventSourceResponse(source), scope(method))
+    assert source.closed.is_set()
 
 
 @pytest.mark.anyio

@@ -10,7 +10,7 @@ import secrets
 import stat
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from urllib.parse import quote
 
@@ -19,6 +19,7 @@ import anyio.to_thread
 
 from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response
+from microasgi.responses._disconnect import sent, until_disconnect
 from microasgi.responses._ranges import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -28,8 +29,7 @@ from microasgi.responses._ranges import (
     parse_http_date,
     parse_range,
 )
-from microasgi.responses._streaming import _unwrap_single_error
-from microasgi.types import Message, Receive, Scope, Send
+from microasgi.types import Receive, Scope, Send
 
 __all__ = [
     "CHUNK_SIZE",
@@ -658,7 +658,7 @@ async def _send_pieces(
     async def send_all() -> bool:
         fd = opened.fd
         assert fd is not None
-        sent = 0
+        written = 0
         finished = False
         pending = b""  # literal bytes (multipart headers) to go out with the next chunk
         for piece in pieces:
@@ -676,50 +676,33 @@ async def _send_pieces(
                     logger.exception(
                         "Reading %s failed after %d of %d bytes were sent; the response ends short",
                         opened.path,
-                        sent,
+                        written,
                         total,
                     )
                     return False
                 for wanted, chunk in zip(sizes, chunks, strict=False):
                     if len(chunk) < wanted:
-                        _log_shrink(opened.path, sent, total)
+                        _log_shrink(opened.path, written, total)
                         return False
                     start += wanted
                     body = pending + chunk if pending else chunk
                     pending = b""
-                    sent += len(body)
-                    finished = sent >= total
-                    await send(
-                        {"type": "http.response.body", "body": body, "more_body": not finished}
-                    )
+                    written += len(body)
+                    finished = written >= total
+                    message = {
+                        "type": "http.response.body",
+                        "body": body,
+                        "more_body": not finished,
+                    }
+                    if not await sent(send, message):
+                        return False
                 if len(chunks) < len(sizes):
-                    _log_shrink(opened.path, sent, total)
+                    _log_shrink(opened.path, written, total)
                     return False
         if not finished:
-            await send({"type": "http.response.body", "body": pending})
+            return await sent(send, {"type": "http.response.body", "body": pending})
         return True
 
-    try:
-        if total <= chunk_size:
-            return await send_all()
-        return await _until_disconnect(receive, send_all)
-    except OSError:
-        return False  # ASGI 2.4 servers raise OSError from send() once the client is gone
-
-
-async def _until_disconnect(receive: Receive, work: Callable[[], Awaitable[bool]]) -> bool:
-    """Run `work`, cancelled if the client disconnects first (then False)."""
-    result = False
-    with _unwrap_single_error():
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                message: Message = await receive()
-                while message["type"] != "http.disconnect":
-                    message = await receive()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            result = await work()
-            tg.cancel_scope.cancel()
-    return result
+    if total <= chunk_size:
+        return await send_all()
+    return await until_disconnect(receive, send_all)
