@@ -528,3 +528,9 @@ def test_last_event_id(make_client: MakeClient) -> None:
     client = make_client(app)
     assert client.get("/last").json() == {"last_event_id": None}
     assert client.get("/last", headers={"Last-Event-ID": "41"}).json() == {"last_event_id": "41"}
+    # EventSource sends the id encoded as UTF-8 (HTML standard, 9.2.3): read back as sent.
+    resumed = client.get("/last", headers={"Last-Event-ID": "é-7".encode()})
+    assert resumed.json() == {"last_event_id": "é-7"}
+    # Not UTF-8 at all: client input, replaced where it is not text, never an error.
+    garbled = client.get("/last", headers={"Last-Event-ID": b"\xff7"})
+    assert garbled.json() == {"last_event_id": "\ufffd7"}
