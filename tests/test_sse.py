@@ -10,7 +10,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from microasgi import App, BackgroundTask, EventSourceResponse, Request, ServerSentEvent
@@ -106,6 +106,7 @@ def test_fields_changed_after_creation_are_checked_again(field: str, value: str)
 
 
 @settings(max_examples=300, deadline=None)
+@example(data="\ufeffstarts with a BOM", event=None, id=None)
 @given(
     data=st.text(max_size=40),
     event=st.none() | st.text(max_size=10).filter(lambda s: "\r" not in s and "\n" not in s),
@@ -118,9 +119,9 @@ def test_a_browser_reads_back_what_was_sent(data: str, event: str | None, id: st
     parser = parse([encoded[: len(encoded) // 2], encoded[len(encoded) // 2 :]])
     assert len(parser.events) == 1
     got = parser.events[0]
+    # Data that starts with a BOM comes back whole: the stream starts with a field
+    # name, so the one BOM a parser drops (at the start of the stream) is never the data's.
     normalised = data.replace("\r\n", "\n").replace("\r", "\n")
-    if normalised.startswith("\ufeff"):
-        return  # a BOM at the very start of a stream is dropped by the algorithm, as it should
     assert got.data == normalised
     assert got.type == (event or "message")
     assert got.last_event_id == (id or "")
