@@ -27,6 +27,7 @@ from microasgi.responses._ranges import (
     parse_http_date,
     parse_range,
 )
+from tests.linearity import assert_linear
 
 SIZE = 100
 
@@ -425,3 +426,24 @@ def test_if_range() -> None:
     assert not if_range_allows(_date(MODIFIED + 1), ETAG, MODIFIED, NOW)  # exact match only
     assert not if_range_allows(_date(MODIFIED), ETAG, MODIFIED, MODIFIED + 0.5)  # too recent
     assert not if_range_allows("garbage", ETAG, MODIFIED, NOW)
+
+
+# -- every parser of this module is linear in its input ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "function"),
+    [
+        ("many ranges", lambda n: "bytes=" + "0-1," * n, lambda h: parse_range(h, 10**9, 10**9)),
+        ("many commas", lambda n: "bytes=" + "," * n + "0-1", lambda h: parse_range(h, 100, 100)),
+        ("long numbers", lambda n: "bytes=" + "9" * n + "-", lambda h: parse_range(h, 100, 100)),
+        ("leading zeros", lambda n: "bytes=" + "0" * n + "1-", lambda h: parse_range(h, 10, 10)),
+        ("many tags", lambda n: '"x", ' * n, lambda h: matches_any(h, '"y"', weak=True)),
+        ("an open quote", lambda n: '"' + "x" * n, lambda h: matches_any(h, '"y"', weak=False)),
+        ("weak prefixes", lambda n: "W/" * n, lambda h: matches_any(h, '"y"', weak=True)),
+        ("a long date", lambda n: "Mon, " * n, parse_http_date),
+        ("a long If-Range", lambda n: '"' * n, lambda h: if_range_allows(h, '"y"', 0, 10)),
+    ],
+)
+def test_parsers_are_linear(name: str, make: Any, function: Any) -> None:
+    assert_linear(make, function, 2000)

@@ -21,6 +21,7 @@ from microasgi.middleware import CompressionMiddleware, Middleware
 from microasgi.responses import _file
 from microasgi.staticfiles import IMMUTABLE, StaticFiles, accepted_encodings, safe_parts
 from tests.helpers import AddHeader, Exchange, MakeClient, http_scope
+from tests.linearity import assert_linear
 
 SECRET = b"TOP SECRET: never served"
 
@@ -577,6 +578,28 @@ def test_accepted_encodings() -> None:
     assert accepted_encodings(",,;q=1, gzip;q=abc") == {}
     many = ", ".join(f"c{i};q=0.5" for i in range(10_000))
     assert len(accepted_encodings(many)) == 10_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="gzipbr*;q=0.15, \tX-", max_size=60))
+def test_accepted_encodings_never_fail(header: str) -> None:
+    codings = accepted_encodings(header)
+    assert all(0.0 <= q <= 1.0 for q in codings.values())
+    assert all(coding and coding == coding.strip(" \t").lower() for coding in codings)
+
+
+@pytest.mark.parametrize(
+    ("make", "function"),
+    [
+        (lambda n: "gzip;q=0.5, " * n, accepted_encodings),
+        (lambda n: "gzip" + ";" * n, accepted_encodings),
+        (lambda n: "gzip;q=" + "0" * n, accepted_encodings),
+        (lambda n: "/a" * n, safe_parts),
+        (lambda n: "/" + "x" * n, safe_parts),
+    ],
+)
+def test_request_parsers_are_linear(make: Any, function: Any) -> None:
+    assert_linear(make, function, 2000)
 
 
 # -- directories and packages ---------------------------------------------------------------------
