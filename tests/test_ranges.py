@@ -50,7 +50,10 @@ SIZE = 100
         ("bytes=5-6,0-1", [(5, 7), (0, 2)]),  # the request's order, nothing merged
         ("bytes=0-4,5-9", [(0, 10)]),  # adjacent: merged
         ("bytes=0-10,5-20", [(0, 21)]),  # overlapping: merged
-        ("bytes=50-60,0-10,5-20", [(0, 21), (50, 61)]),  # merged, so in ascending order
+        # Merged parts keep the request's order: each where its first range was.
+        ("bytes=50-60,0-10,5-20", [(50, 61), (0, 21)]),
+        ("bytes=0-1,50-60,5-6,0-3", [(0, 4), (50, 61), (5, 7)]),
+        ("bytes=90-99,10-19,0-9,50-59", [(90, 100), (0, 20), (50, 60)]),
         ("bytes=0-,0-,0-", [(0, 100)]),
         ("bytes=0-1,,, 3-4", [(0, 2), (3, 5)]),  # empty list elements are allowed
         ("bytes=100-", []),  # starts at the end: unsatisfiable
@@ -193,6 +196,12 @@ def test_parse_range_selects_exactly_the_requested_bytes(
     # No two parts touch (they would have been merged).
     bounds = sorted(result)
     assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(bounds))
+    # The parts come in the order of the request: by the first range each was made of.
+    firsts = [
+        min(i for i, spec in enumerate(specs) if _model([spec], size) & set(range(start, end)))
+        for start, end in result
+    ]
+    assert firsts == sorted(firsts)
 
 
 @settings(max_examples=300, deadline=None)

@@ -63,8 +63,8 @@ def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]
     `max_ranges` ranges. Returns an empty list when the syntax is valid but no
     range is satisfiable (416). Otherwise the satisfiable ranges as
     ``(start, end)`` pairs, `end` exclusive, with overlapping and adjacent ones
-    merged; they keep the order of the request unless some were merged, then
-    they are in ascending order.
+    merged, in the order of the request (a merged range where its first part
+    was).
     """
     unit, equals, range_set = header.partition("=")
     if not equals or unit.strip(_OWS).lower() != "bytes":
@@ -103,21 +103,27 @@ def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]
 
 
 def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Merge overlapping and adjacent ranges: one sort, then one pass (n log n)."""
+    """Merge overlapping and adjacent ranges: sorts and one pass (n log n).
+
+    The parts keep the order of the request (RFC 9110 section 14.6); a merged
+    part takes the place of the first of the ranges it was made of.
+    """
     if len(ranges) < 2:
         return ranges
-    ordered = sorted(ranges)
-    merged = [ordered[0]]
-    for start, end in ordered[1:]:
-        last_start, last_end = merged[-1]
-        if start <= last_end:
-            if end > last_end:
-                merged[-1] = (last_start, end)
+    order = sorted(range(len(ranges)), key=ranges.__getitem__)
+    merged: list[list[int]] = []  # [start, end, index of its first range in the request]
+    for index in order:
+        start, end = ranges[index]
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            last[1] = max(last[1], end)
+            last[2] = min(last[2], index)
         else:
-            merged.append((start, end))
-    # Nothing merged: the parts go out in the order they were asked for
-    # (RFC 9110 section 14.6 asks for that).
-    return ranges if len(merged) == len(ranges) else merged
+            merged.append([start, end, index])
+    if len(merged) == len(ranges):
+        return ranges  # nothing merged
+    merged.sort(key=lambda part: part[2])
+    return [(start, end) for start, end, _ in merged]
 
 
 # -- entity tags and dates ---------------------------------------------------------------
