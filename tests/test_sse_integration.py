@@ -23,12 +23,8 @@ TIMEOUT = 10.0
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    process = ServerProcess("examples.sse:app", free_port(), ready_path="/stats")
-    try:
-        process.start()
+    with ServerProcess("examples.sse:app", free_port(), ready_path="/stats") as process:
         yield process
-    finally:
-        process.close()
 
 
 @pytest.fixture
@@ -124,31 +120,25 @@ def test_leaving_between_events_ends_the_stream(client: httpx.Client, leave_afte
 
 
 def test_stream_that_ends_and_a_client_that_comes_back() -> None:
-    server = ServerProcess(
-        "examples.sse:app",
-        free_port(),
-        env={"MICROASGI_SSE_STREAM_SECONDS": "1"},
-        ready_path="/stats",
-    )
-    server.start()
-    try:
-        with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client:
-            before = post(client, "before")
-            started = time.monotonic()
-            with client.stream("GET", "/events", headers={"last-event-id": "0"}) as response:
-                reader = Reader(response)
-                for chunk in response.iter_text():
-                    reader.parser.feed(chunk)
-            assert 0.9 < time.monotonic() - started < 5  # it ended by itself, cleanly
-            assert reader.messages() == [(str(before), "before")]
-            missed = post(client, "while away")
-            last = reader.parser.last_event_id
-            with client.stream("GET", "/events", headers={"last-event-id": last}) as response:
-                again = Reader(response)
-                again.until(lambda p: any(e.type == "message" for e in p.events))
-                assert again.messages() == [(str(missed), "while away")]
-    finally:
-        server.close()
+    env = {"MICROASGI_SSE_STREAM_SECONDS": "1"}
+    with (
+        ServerProcess("examples.sse:app", free_port(), env=env, ready_path="/stats") as server,
+        httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client,
+    ):
+        before = post(client, "before")
+        started = time.monotonic()
+        with client.stream("GET", "/events", headers={"last-event-id": "0"}) as response:
+            reader = Reader(response)
+            for chunk in response.iter_text():
+                reader.parser.feed(chunk)
+        assert 0.9 < time.monotonic() - started < 5  # it ended by itself, cleanly
+        assert reader.messages() == [(str(before), "before")]
+        missed = post(client, "while away")
+        last = reader.parser.last_event_id
+        with client.stream("GET", "/events", headers={"last-event-id": last}) as response:
+            again = Reader(response)
+            again.until(lambda p: any(e.type == "message" for e in p.events))
+            assert again.messages() == [(str(missed), "while away")]
 
 
 def test_long_poll(client: httpx.Client, server: ServerProcess) -> None:
