@@ -247,6 +247,10 @@ class StaticFiles:
         else:
             self._immutable = immutable
         self.precompressed = precompressed
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if max_ranges is not None and max_ranges < 1:
+            raise ValueError("max_ranges must be at least 1")
         self.chunk_size = chunk_size
         self.max_ranges = max_ranges
         sources = [os.fspath(directory)] if directory is not None else []

@@ -480,6 +480,13 @@ def test_a_bad_cache_control_is_refused_at_once(tree: Path, value: str) -> None:
         StaticFiles(directory=tree, cache_control=value)
 
 
+@pytest.mark.parametrize("options", [{"chunk_size": 0}, {"max_ranges": 0}])
+def test_bad_sizes_are_refused_at_once(tree: Path, options: dict[str, int]) -> None:
+    # Not on every request, as a 500 after the file was found and opened.
+    with pytest.raises(ValueError, match="at least 1"):
+        StaticFiles(directory=tree, **options)  # type: ignore[arg-type]
+
+
 # -- precompressed siblings ---------------------------------------------------------------------
 
 
