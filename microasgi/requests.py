@@ -201,10 +201,13 @@ class Request(HTTPConnection):
         """The Last-Event-ID header: the id of the last server-sent event the client got.
 
         An EventSource sends it when it reconnects, so the stream can resume
-        after that event. None when absent.
+        after that event. None when absent. Browsers send the id as UTF-8, so
+        it is decoded as UTF-8 (bytes that are not are replaced by U+FFFD).
         """
         value: str | None = self.headers.get("last-event-id")
-        return value
+        if value is None or value.isascii():
+            return value
+        return value.encode("latin-1").decode("utf-8", "replace")
 
     def _max_body_size(self) -> int | None:
         context = context_of(self.scope)
