@@ -1025,4 +1025,5 @@ def test_an_oserror_of_the_body_iterator_is_an_error_not_a_disconnect(
             r.read()
     errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
     assert errors, [record.getMessage() for record in caplog.records]
-    assert "upstream reset the connection" in repr(errors[0].exc_info[1].__cause__)
+    assert isinstance(errors[0].exc_info[1], ConnectionResetError)  # as itself, at ERROR
+    assert "upstream reset the connection" in str(errors[0].exc_info[1])

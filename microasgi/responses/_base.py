@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
@@ -15,7 +16,14 @@ from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
 from microasgi.types import Receive, Scope, Send
 
+logger = logging.getLogger("microasgi")
+
 _CONTENT_TYPES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def _log_gone(scope: Scope, exc: OSError) -> None:
+    method, path = scope.get("method"), scope.get("path")
+    logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
 
 
 def _content_type_header(media_type: str | None, charset: str) -> tuple[bytes, bytes] | None:
@@ -182,11 +190,19 @@ class Response:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        body = b"" if scope.get("method") == "HEAD" else self.body
-        await send({"type": "http.response.body", "body": body})
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            body = b"" if scope.get("method") == "HEAD" else self.body
+            await send({"type": "http.response.body", "body": body})
+        except OSError as exc:  # ASGI 2.4: the client is gone; nothing more to do for it
+            _log_gone(scope, exc)
+            return
         if self.background is not None:
             await self.background()
 
@@ -228,9 +244,14 @@ async def send_body(
     The endpoint fast path for a returned dict, list or str, without building
     a Response object for it.
     """
-    headers = [(b"content-length", str(len(body)).encode()), content_type]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
+    headers = [(b"content-length", b"%d" % len(body)), content_type]
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send(
+            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
+        )
+    except OSError as exc:  # ASGI 2.4: the client is gone
+        _log_gone(scope, exc)
 
 
 class RedirectResponse(Response):

@@ -19,7 +19,6 @@ import anyio.to_thread
 
 from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response
-from microasgi.responses._disconnect import sent, until_disconnect
 from microasgi.responses._ranges import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -29,6 +28,7 @@ from microasgi.responses._ranges import (
     parse_http_date,
     parse_range,
 )
+from microasgi.responses._stream import sent, until_disconnect
 from microasgi.types import Receive, Scope, Send
 
 __all__ = [

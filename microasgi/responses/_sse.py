@@ -13,10 +13,9 @@ import anyio.to_thread
 
 from microasgi._json import encode_json
 from microasgi.background import BackgroundTask
-from microasgi.responses._base import Response
-from microasgi.responses._disconnect import sent, until_disconnect
-from microasgi.responses._streaming import _aiter_chunks, _unwrap_single_error
-from microasgi.types import Message, Receive, Scope, Send
+from microasgi.responses._stream import sent, unwrap_single_error
+from microasgi.responses._streaming import StreamingResponse
+from microasgi.types import Message, Send
 
 __all__ = ["EventSourceResponse", "ServerSentEvent"]
 
@@ -115,17 +114,6 @@ class ServerSentEvent:
         return f"ServerSentEvent({fields})"
 
 
-async def _close(iterable: Any) -> None:
-    """Close an iterator that was never iterated (an async one, or a sync one in a thread)."""
-    aclose = getattr(iterable, "aclose", None)
-    if aclose is not None:
-        await aclose()
-        return
-    close = getattr(iterable, "close", None)
-    if close is not None:
-        await anyio.to_thread.run_sync(close)
-
-
 def encode_event(item: Any) -> bytes:
     """What an EventSourceResponse iterable yields, in the wire format.
 
@@ -150,7 +138,7 @@ def encode_event(item: Any) -> bytes:
     )
 
 
-class EventSourceResponse(Response):
+class EventSourceResponse(StreamingResponse):
     """A ``text/event-stream`` response fed by an (async) iterable of events.
 
     The iterable yields ServerSentEvent objects, str (the data of an event) or
@@ -184,43 +172,14 @@ class EventSourceResponse(Response):
             raise ValueError("ping must be a non-negative number of seconds, 0 or None")
         if send_timeout is not None and send_timeout <= 0:
             raise ValueError("send_timeout must be a positive number of seconds or None")
-        self.body_iterator = content
         self.ping = ping or None
         self.send_timeout = send_timeout
-        self.status_code = status_code
-        self.background = background
-        self.body = b""
-        raw = self._init_headers(headers, None)
-        names = {name for name, _ in raw}
+        super().__init__(content, status_code, headers, background=background)
+        names = {name for name, _ in self.raw_headers}
         if b"cache-control" not in names:
-            raw.append((b"cache-control", b"no-store"))
+            self.raw_headers.append((b"cache-control", b"no-store"))
         if b"x-accel-buffering" not in names:
-            raw.append((b"x-accel-buffering", b"no"))
-        self.raw_headers = raw
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = _aiter_chunks(self.body_iterator)
-        streamed = completed = False
-        try:
-            start = {"type": "http.response.start", "status": self.status_code}
-            if not await sent(send, {**start, "headers": self.raw_headers}):
-                pass  # the client left before the headers
-            elif scope.get("method") == "HEAD":
-                completed = await sent(send, {"type": "http.response.body", "body": b""})
-            else:
-                streamed = True
-                # Told through `ended`, not a return value: a disconnect noticed after
-                # the last message went out must not turn a complete stream incomplete.
-                ended: list[bool] = []
-                await until_disconnect(receive, lambda: self._stream(iterator, send, ended))
-                completed = bool(ended)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await iterator.aclose()
-                if not streamed:
-                    await _close(self.body_iterator)  # never iterated: close it ourselves
-        if completed and self.background is not None:
-            await self.background()
+            self.raw_headers.append((b"x-accel-buffering", b"no"))
 
     async def _stream(
         self, iterator: AsyncGenerator[Any, None], send: Send, ended: list[bool]
@@ -253,7 +212,7 @@ class EventSourceResponse(Response):
                 last_sent = anyio.current_time()
             return True
 
-        with _unwrap_single_error():
+        with unwrap_single_error():
             async with anyio.create_task_group() as tg:
 
                 async def keep_alive(interval: float) -> None:
