@@ -21,7 +21,7 @@ logger = logging.getLogger("microasgi")
 _CONTENT_TYPES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
 
 
-def _log_gone(scope: Scope, exc: OSError) -> None:
+def log_gone(scope: Scope, exc: OSError) -> None:
     method, path = scope.get("method"), scope.get("path")
     logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
 
@@ -201,7 +201,7 @@ class Response:
             body = b"" if scope.get("method") == "HEAD" else self.body
             await send({"type": "http.response.body", "body": body})
         except OSError as exc:  # ASGI 2.4: the client is gone; nothing more to do for it
-            _log_gone(scope, exc)
+            log_gone(scope, exc)
             return
         if self.background is not None:
             await self.background()
@@ -234,24 +234,6 @@ class JSONResponse(Response):
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 TEXT_CONTENT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
-
-
-async def send_body(
-    scope: Scope, send: Send, body: bytes, content_type: tuple[bytes, bytes]
-) -> None:
-    """Send a 200 response with `body`, as JSONResponse or PlainTextResponse would.
-
-    The endpoint fast path for a returned dict, list or str, without building
-    a Response object for it.
-    """
-    headers = [(b"content-length", b"%d" % len(body)), content_type]
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send(
-            {"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body}
-        )
-    except OSError as exc:  # ASGI 2.4: the client is gone
-        _log_gone(scope, exc)
 
 
 class RedirectResponse(Response):
