@@ -227,9 +227,13 @@ class Request(HTTPConnection):
         self._stream_consumed = True
         limit = self._max_body_size()
         if limit is not None:
-            declared = self.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise HTTPException(413, f"Request body is larger than {limit} bytes")
+            # The raw headers, not self.headers: building its index costs more than this.
+            for name, value in self.scope.get("headers", ()):
+                if name == b"content-length":
+                    # More than 18 digits is over any limit (and int() of thousands is slow).
+                    if value.isdigit() and (len(value) > 18 or int(value) > limit):
+                        raise HTTPException(413, f"Request body is larger than {limit} bytes")
+                    break
         received = 0
         if self._pending is None:
             self._pending = []

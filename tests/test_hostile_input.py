@@ -736,3 +736,14 @@ def test_any_multipart_bytes_in_any_chunks_get_a_documented_answer(
         return await run_app(form_app(), scope, body_messages(*[c for c in chunks if c] or [b""]))
 
     assert anyio.run(run).status in (200, 400, 413)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("digits", [19, 5000, 100_000])
+async def test_a_content_length_of_thousands_of_digits_is_413(digits: int) -> None:
+    app = form_app()
+    headers = [*URLENCODED, (b"content-length", b"9" * digits)]
+    exchange = await run_app(
+        app, http_scope("POST", "/form", headers=headers), body_messages(b"a=1")
+    )
+    assert exchange.status == 413
