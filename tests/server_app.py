@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 
 from examples.chat.app import app as chat_app
 from microasgi import (
@@ -50,14 +51,17 @@ FILES = Path(tempfile.mkdtemp(prefix="microasgi-server-matrix-"))
 
 @asynccontextmanager
 async def lifespan(app: App) -> AsyncIterator[dict[str, Any]]:
+    await anyio.to_thread.run_sync(_note, "startup")
+    yield {"greeting": "hello from lifespan", "ticks": [0]}
+    await anyio.to_thread.run_sync(_note, "shutdown")
+
+
+def _note(what: str) -> None:
+    """Append to $SERVER_APP_LIFESPAN_FILE, if set (the lifespan test reads it)."""
     record = os.environ.get("SERVER_APP_LIFESPAN_FILE")
     if record:
         with open(record, "a") as file:
-            file.write("startup\n")
-    yield {"greeting": "hello from lifespan", "ticks": [0]}
-    if record:
-        with open(record, "a") as file:
-            file.write("shutdown\n")
+            file.write(what + "\n")
 
 
 app = App(lifespan=lifespan, max_body_size=MAX_BODY)
@@ -157,6 +161,15 @@ async def chunks(request: Request) -> StreamingResponse:
 RELEASE_SEND, RELEASE = anyio.create_memory_object_stream[None](10)
 
 
+@app.get("/chunks-http10")
+async def chunks_http10() -> StreamingResponse:
+    async def gen() -> AsyncIterator[bytes]:
+        yield b"one,"
+        yield b"two"
+
+    return StreamingResponse(gen(), media_type="text/plain")
+
+
 @app.get("/release")
 async def release() -> str:
     RELEASE_SEND.send_nowait(None)
@@ -203,8 +216,7 @@ async def sse(tag: str, request: Request) -> EventSourceResponse:
         try:
             for i in range(start + 1, start + 4):
                 yield ServerSentEvent({"n": i}, id=i)
-            while True:  # then silence, until the client leaves
-                await anyio.sleep(1)
+            await anyio.sleep_forever()  # then silence, until the client leaves
         finally:
             EVENTS.append(["sse closed", tag])
 
@@ -250,7 +262,8 @@ async def ws_echo(websocket: WebSocket) -> None:
         while True:
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
-                EVENTS.append(["ws disconnect", message.get("code")])
+                tag = websocket.query_params.get("tag", "")
+                EVENTS.append(["ws disconnect", tag, message.get("code")])
                 return
             text = message.get("text")
             if text is None:
@@ -263,8 +276,8 @@ async def ws_echo(websocket: WebSocket) -> None:
                 raise RuntimeError("handler failure")
             else:
                 await websocket.send_text("echo: " + text)
-    except WebSocketDisconnect as exc:  # pragma: no cover - receive() returns it above
-        EVENTS.append(["ws disconnect", exc.code])
+    except WebSocketDisconnect:  # pragma: no cover - receive() returns it above
+        raise
 
 
 @app.websocket("/ws-small", max_message_size=1024)
@@ -309,6 +322,20 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
             await send({"type": "http.response.body", "body": b"one,", "more_body": True})
             await send({"type": "http.response.body", "body": b"two"})
             return
+        if path == "/raw/stream-watching":  # as above, with a receive() pending meanwhile
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            async with anyio.create_task_group() as task_group:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    task_group.cancel_scope.cancel()
+
+                task_group.start_soon(watch)
+                await send({"type": "http.response.body", "body": b"one,", "more_body": True})
+                await send({"type": "http.response.body", "body": b"two"})
+                task_group.cancel_scope.cancel()
+            return
         if path == "/raw/early":  # answers without reading the request body
             headers = [(b"content-length", b"4"), (b"content-type", b"text/plain")]
             await send({"type": "http.response.start", "status": 413, "headers": headers})
@@ -322,7 +349,8 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
                 "server": scope.get("server"),
             }
         ).encode()
-        await send({"type": "http.response.start", "status": 200, "headers": []})
+        headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
     await receive()  # websocket.connect
@@ -334,9 +362,9 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
-            RAW_EVENTS.append(["disconnect", message.get("code")])
+            tag = scope.get("query_string", b"").decode()
+            RAW_EVENTS.append(["disconnect", tag, message.get("code")])
             return
-
 
 
 async def asgi(scope: Scope, receive: Receive, send: Send) -> None:

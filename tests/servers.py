@@ -122,6 +122,9 @@ HYPERCORN_H2_KEYERROR = (
     "raises KeyError in its h2 protocol and the whole connection dies "
     "(pgjones/hypercorn#329, fixes proposed in #334 and #365)"
 )
+HYPERCORN_H2_KEYERROR_TRIO = (
+    HYPERCORN_H2_KEYERROR + "; with the trio worker the KeyError ends the whole worker process"
+)
 HYPERCORN_WS_1006 = (
     "hypercorn (0.18) reports every close by the client as 1006 to the app, whatever "
     "code the client sent (pgjones/hypercorn#127)"
@@ -131,6 +134,11 @@ GRANIAN_ACCEPT_HEADERS = (
 )
 GRANIAN_HTTP10_VERSION = 'granian (2.8) reports HTTP/1.0 requests with http_version "1"'
 GRANIAN_PORTS = "granian (2.8) gives the ports of scope client and server as str, not int"
+HYPERCORN_TRIO_NO_CLOSE = (
+    "hypercorn (0.18) with the trio worker does not close a connection that asked for "
+    "it (HTTP/1.0, or Connection: close) after a streamed response if the app was "
+    "waiting in receive() for a disconnect meanwhile (the asyncio worker does)"
+)
 UVICORN_HTTPTOOLS_HTTP10_CHUNKED = (
     "uvicorn (0.54) with httptools answers an HTTP/1.0 request with a streamed body in "
     "chunked transfer coding, which HTTP/1.0 clients do not know (h11 does not)"
@@ -227,9 +235,10 @@ class Server:
         os.killpg(self.process.pid, signum)
 
     def stop(self) -> int | None:
-        """SIGTERM, then SIGKILL after 10 s; the exit status."""
+        """SIGTERM to the server's main process (which stops its workers), SIGKILL to
+        them all after 10 s; the exit status."""
         if self.process.poll() is None:
-            self.signal(signal.SIGTERM)
+            self.process.terminate()
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
@@ -254,10 +263,23 @@ class ServerPool:
         self.running: dict[str, Server] = {}
 
     def get(self, server_id: str) -> Server:
+        """The running server; one that died since is restarted, and the test that
+        finds it dead fails with what it printed."""
         server = self.running.get(server_id)
-        if server is None or server.process.poll() is not None:
+        if server is not None and server.process.poll() is not None:
+            output = server.output()
+            server.close()
+            del self.running[server_id]
+            raise RuntimeError(f"{server_id} died (status {server.process.returncode}):\n{output}")
+        if server is None:
             server = self.running[server_id] = Server(SERVERS[server_id], self.cert)
         return server
+
+    def restart(self, server_id: str) -> None:
+        """Stop a server that a test may have broken; the next `get` starts a new one."""
+        server = self.running.pop(server_id, None)
+        if server is not None:
+            server.close()
 
     def close(self) -> None:
         for server in self.running.values():
@@ -282,7 +304,6 @@ def fresh_server(server_id: str, cert: Certificate, **env: str) -> Iterator[Serv
         yield server
     finally:
         server.close()
-
 
 
 class RawH2:
@@ -352,14 +373,13 @@ class RawH2:
 
     def receive(self, timeout: float) -> bool:
         """Read what the server sent within `timeout`; False if nothing came."""
-        import socket
 
         import h2.events
 
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(65536)
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except OSError:
             data = b""
