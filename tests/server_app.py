@@ -280,6 +280,24 @@ async def ws_echo(websocket: WebSocket) -> None:
         raise
 
 
+@app.websocket("/ws-pid")
+async def ws_pid(websocket: WebSocket) -> None:
+    """Says which worker process serves it, then waits for the client (or a drain)."""
+    await websocket.accept()
+    await websocket.send_text(str(os.getpid()))
+    try:
+        while True:
+            await websocket.receive_text()
+    except WebSocketDisconnect as exc:
+        EVENTS.append(["ws-pid disconnect", exc.code])
+
+
+@app.get("/sleep/{seconds:float}")
+async def sleep(seconds: float) -> str:
+    await anyio.sleep(seconds)
+    return "slept"
+
+
 @app.websocket("/ws-small", max_message_size=1024)
 async def ws_small(websocket: WebSocket) -> None:
     await websocket.accept()
