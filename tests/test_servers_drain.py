@@ -209,7 +209,7 @@ def drain_app() -> App:
             await websocket.receive_text()
         except WebSocketDisconnect as exc:
             await websocket.send_text("too late")  # raises DrainClosed: the socket is closed
-            raise AssertionError(f"sent after {exc.code}")  # pragma: no cover
+            raise AssertionError(f"sent after {exc.code}") from exc  # pragma: no cover
 
     @app.get("/events")
     async def events() -> EventSourceResponse:
