@@ -91,6 +91,7 @@ SCENARIOS = {
 # (row label, app names to compare, the baseline); the apps are in benchmarks/e2e_apps.py.
 VARIANTS = [
     ("", ["raw", "microasgi", "starlette"], "raw"),
+    (" (drain)", ["microasgi", "microasgi_drain"], "microasgi"),
     (" + ASGI mw", ["raw_asgi_mw", "microasgi_asgi_mw", "starlette_asgi_mw"], "raw_asgi_mw"),
     (" + function mw", ["raw_asgi_mw", "microasgi_func_mw", "starlette_func_mw"], "raw_asgi_mw"),
 ]
@@ -130,7 +131,7 @@ class ServerProcess:
         self.server = server
         self.app = app
         self.port = free_port()
-        self.log = tempfile.TemporaryFile()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(
             server_command(server, app, self.port),
             cwd=HERE,
@@ -295,7 +296,11 @@ def servers_for(server: str, apps: list[str]) -> Iterator[dict[str, ServerProces
 
 
 def run_server(server: str, args: argparse.Namespace, wrk: str, directory: Path) -> list[dict]:
-    variants = [v for v in VARIANTS if args.middleware or not v[0]]
+    variants = [
+        v
+        for v in VARIANTS
+        if (args.middleware or not v[0].startswith(" +")) and (args.drain or v[0] != " (drain)")
+    ]
     apps = sorted({app for _, names, _ in variants for app in names})
     rows = []
     with servers_for(server, apps) as processes:
@@ -318,13 +323,12 @@ def run_server(server: str, args: argparse.Namespace, wrk: str, directory: Path)
             base = results[(scenario_name, baseline)]
             base_rps = statistics.median(r.rps for r in base)
             base_cpu = statistics.median(r.cpu_us for r in base)
-            row = {"server": server, "scenario": scenario_name + label}
+            row: dict = {"server": server, "scenario": scenario_name + label, "apps": {}}
             for app in names:
                 runs = results[(scenario_name, app)]
                 rps = statistics.median(r.rps for r in runs)
                 cpu = statistics.median(r.cpu_us for r in runs)
-                family = app.split("_")[0]
-                row[family] = {
+                row["apps"][app] = {
                     "rps": round(rps),
                     "cpu_us": round(cpu, 1),
                     "rps_ratio": round(rps / base_rps, 2),
@@ -334,21 +338,41 @@ def run_server(server: str, args: argparse.Namespace, wrk: str, directory: Path)
     return rows
 
 
-def table(rows: list[dict]) -> str:
-    head = (
-        "| server | scenario | raw req/s | raw CPU µs/req | microasgi req/s (× raw) "
-        "| microasgi CPU µs/req (Δ raw) | Starlette req/s (× raw) | Starlette CPU µs/req (Δ raw) |"
+def _cell(stats: dict, baseline: bool = False) -> str:
+    if baseline:
+        return f"{stats['rps']:,} | {stats['cpu_us']:.1f}"
+    return (
+        f"{stats['rps']:,} ({stats['rps_ratio']:.2f}) "
+        f"| {stats['cpu_us']:.1f} ({stats['cpu_delta_us']:+.1f})"
     )
-    lines = [head, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: raw ASGI, microasgi and Starlette; then microasgi alone and in the drain."""
+    lines = [
+        "| server | scenario | raw req/s | raw CPU µs/req | microasgi req/s (x raw) "
+        "| microasgi CPU µs/req (Δ raw) | Starlette req/s (x raw) | Starlette CPU µs/req (Δ raw) |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    drained = []
     for row in rows:
-        raw, ours, theirs = row["raw"], row["microasgi"], row["starlette"]
-        lines.append(
-            f"| {row['server']} | {row['scenario']} | {raw['rps']:,} | {raw['cpu_us']:.1f} "
-            f"| {ours['rps']:,} ({ours['rps_ratio']:.2f}) "
-            f"| {ours['cpu_us']:.1f} ({ours['cpu_delta_us']:+.1f}) "
-            f"| {theirs['rps']:,} ({theirs['rps_ratio']:.2f}) "
-            f"| {theirs['cpu_us']:.1f} ({theirs['cpu_delta_us']:+.1f}) |"
-        )
+        apps = list(row["apps"].values())
+        if row["scenario"].endswith("(drain)"):
+            drained.append(
+                f"| {row['server']} | {row['scenario'][:-8]} | "
+                f"{_cell(apps[0], True)} | {_cell(apps[1])} |"
+            )
+            continue
+        cells = [_cell(apps[0], True), _cell(apps[1]), _cell(apps[2])]
+        lines.append(f"| {row['server']} | {row['scenario']} | " + " | ".join(cells) + " |")
+    if drained:
+        lines += [
+            "",
+            "| server | scenario | microasgi req/s | CPU µs/req | in the drain wrapper req/s "
+            "(x) | CPU µs/req (Δ) |",
+            "| --- | --- | ---: | ---: | ---: | ---: |",
+            *drained,
+        ]
     return "\n".join(lines)
 
 
@@ -361,6 +385,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="seconds of load before each run")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--no-middleware", dest="middleware", action="store_false")
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="also microasgi inside the drain's wrapper (what python -m microasgi run serves), "
+        "against microasgi alone",
+    )
     parser.add_argument("--quick", action="store_true", help="1 round of 1 s, no middleware rows")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON to this file")
     args = parser.parse_args()

@@ -28,6 +28,7 @@ from starlette.responses import PlainTextResponse as StarlettePlainText
 from starlette.routing import Route as StarletteRoute
 
 from microasgi import App, Request
+from microasgi._drain import DrainMiddleware
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
 HELLO = "Hello, World!"
@@ -153,6 +154,8 @@ def _microasgi(asgi_mw: bool = False, function_mw: bool = False) -> App:
 microasgi = _microasgi()
 microasgi_asgi_mw = _microasgi(asgi_mw=True)
 microasgi_func_mw = _microasgi(function_mw=True)
+# What `python -m microasgi run` serves: the app inside the drain's wrapper.
+microasgi_drain = DrainMiddleware(_microasgi())
 
 
 # -- Starlette --------------------------------------------------------------------------------
@@ -211,6 +214,7 @@ APPS = [
     "microasgi",
     "microasgi_asgi_mw",
     "microasgi_func_mw",
+    "microasgi_drain",
     "starlette",
     "starlette_asgi_mw",
     "starlette_func_mw",
