@@ -111,13 +111,15 @@ def import_app(target: str) -> ASGIApp:
     return app  # type: ignore[no-any-return]
 
 
-def load_app(*, root_path: bool = False) -> DrainMiddleware:
+def load_app(
+    *, root_path: bool = False, wrapper: type[DrainMiddleware] = DrainMiddleware
+) -> DrainMiddleware:
     """The app named in the environment, wrapped for the drain (in a worker process)."""
     app = import_app(os.environ[APP_ENV])
     prefix = os.environ.get(ROOT_PATH_ENV, "")
     if root_path and prefix:
         app = RootPath(app, prefix)
-    return DrainMiddleware(app)
+    return wrapper(app)
 
 
 def _grace() -> float:
@@ -145,21 +147,17 @@ def _chain_uvicorn_signals() -> None:
         signal.signal(sig, handler)
 
 
-class _UvicornApp:
-    """The app for uvicorn: the drain's signal handlers go in when the lifespan starts."""
+class _UvicornDrain(DrainMiddleware):
+    """The drain for uvicorn: its signal handlers go in when the lifespan starts."""
 
-    def __init__(self, app: DrainMiddleware) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "lifespan":
-            _chain_uvicorn_signals()
-        await self.app(scope, receive, send)
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        _chain_uvicorn_signals()
+        await super()._lifespan(scope, receive, send)
 
 
 def uvicorn_app() -> ASGIApp:
     """uvicorn's app factory (`factory=True`), called in each worker."""
-    return _UvicornApp(load_app())
+    return load_app(wrapper=_UvicornDrain)
 
 
 def websocket_protocol() -> str:

@@ -72,9 +72,12 @@ def test_main_function_returns_2_for_bad_app(capsys: pytest.CaptureFixture[str])
     assert main(["run", "examples.hello:app", "--reload", "--workers", "3"]) == 2
 
 
-def test_unimportable_app_fails() -> None:
-    result = run_cli("run", "no_such_module_xyz:app", "--port", str(free_port()), timeout=20)
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+def test_unimportable_app_fails(server: str) -> None:
+    port = str(free_port())
+    result = run_cli("run", "no_such_module_xyz:app", "--server", server, "--port", port, timeout=30)
     assert result.returncode != 0
+    assert "no_such_module_xyz" in result.stdout + result.stderr
 
 
 @contextlib.contextmanager

@@ -124,7 +124,7 @@ async def read_event_stream(client: httpx.AsyncClient, url: str, started: asynci
 @pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
 @pytest.mark.parametrize("server_name", SERVER_NAMES)
 def test_sigterm_drains(server_name: str, workers: int) -> None:
-    grace = 5.0
+    grace = 8.0
     args = ["--grace", str(grace)] + (["--workers", str(workers)] if workers > 1 else [])
     with cli_server(server_name, *args) as server:
 
@@ -163,7 +163,7 @@ def test_sigterm_drains(server_name: str, workers: int) -> None:
         result = asyncio.run(scenario())
         status = server.wait(grace + 10)
         assert set(result["codes"]) == {1012}, result
-        assert result["closed_after"] < 2, result  # at once, not at the end of the grace
+        assert result["closed_after"] < grace / 2, result  # at once, not when the grace ends
         assert result["stream"] == "clean", result
         assert result["slow"] == (200, "slept"), result
         assert result["refused"], "a new connection was accepted during the drain"
