@@ -75,7 +75,8 @@ def test_main_function_returns_2_for_bad_app(capsys: pytest.CaptureFixture[str])
 @pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
 def test_unimportable_app_fails(server: str) -> None:
     port = str(free_port())
-    result = run_cli("run", "no_such_module_xyz:app", "--server", server, "--port", port, timeout=30)
+    arguments = ["no_such_module_xyz:app", "--server", server, "--port", port]
+    result = run_cli("run", *arguments, timeout=30)
     assert result.returncode != 0
     assert "no_such_module_xyz" in result.stdout + result.stderr
 
