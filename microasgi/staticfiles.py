@@ -18,6 +18,7 @@ from typing import Literal
 import anyio.to_thread
 
 from microasgi._context import context_of
+from microasgi._lifespan import serve_empty_lifespan
 from microasgi.datastructures import _check_header, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.responses import FileResponse, PlainTextResponse, RedirectResponse
@@ -281,13 +282,7 @@ class StaticFiles:
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1000, "reason": ""})
         elif kind == "lifespan":  # served alone: nothing to start or stop
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_empty_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
