@@ -17,11 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +27,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
+import harness
 from apps import (
     HELLO,
     microasgi_json,
@@ -45,15 +44,15 @@ from harness import (
     Check,
     Memory,
     Receive,
+    Samples,
     Scope,
     Send,
-    calibrate,
     expect_json,
     expect_text,
     http_scope,
     measure_memory,
-    request_once,
-    time_batch,
+    run_rounds,
+    verify,
 )
 
 RAW = "raw ASGI"
@@ -92,7 +91,7 @@ QUICK = Settings(rounds=5, batch_ms=20, memory_requests=2_000, memory_warmup=500
 
 
 @dataclass
-class Bench:
+class Bench(Samples):
     """One app answering one request, timed over several rounds."""
 
     scenario: str
@@ -110,14 +109,6 @@ class Bench:
             return self.framework
         plural = "route" if self.routes == 1 else "routes"
         return f"{self.framework}, {self.routes:,} {plural}"
-
-    @property
-    def best_us(self) -> float:
-        return min(self.samples_ns) / 1000
-
-    @property
-    def median_us(self) -> float:
-        return statistics.median(self.samples_ns) / 1000
 
 
 async def _noop_app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,32 +165,6 @@ def build_benches() -> list[Bench]:
 
 
 # -- running ---------------------------------------------------------------------------
-
-
-async def verify(benches: Sequence[Bench]) -> list[str]:
-    """Each app's answer to its request, checked once; the problems found."""
-    problems = []
-    for bench in benches:
-        if bench.check is None:
-            continue
-        reply = await request_once(bench.app, bench.scope)
-        problem = bench.check(reply)
-        if problem is not None:
-            problems.append(f"{bench.scenario} / {bench.label}: {problem}")
-    return problems
-
-
-async def run_rounds(benches: Sequence[Bench], settings: Settings) -> None:
-    batch_ns = int(settings.batch_ms * 1_000_000)
-    for bench in benches:
-        bench.requests_per_batch = await calibrate(bench.app, bench.scope, batch_ns)
-    for round_index in range(settings.rounds):
-        # Rotate the order so that no app always runs first, or right after another.
-        shift = round_index % len(benches)
-        for bench in [*benches[shift:], *benches[:shift]]:
-            gc.collect()
-            elapsed = await time_batch(bench.app, bench.scope, bench.requests_per_batch)
-            bench.samples_ns.append(elapsed / bench.requests_per_batch)
 
 
 async def run_memory(benches: Sequence[Bench], settings: Settings) -> dict[str, Memory]:
@@ -366,6 +331,31 @@ def machine() -> dict[str, Any]:
     }
 
 
+def command_line(argv: Sequence[str] | None, doc: str | None) -> argparse.Namespace:
+    """The options every in-process benchmark takes (--quick, --json), after which the
+    machine it runs on is printed."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0] if doc else None)
+    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
+    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
+    parser.add_argument(
+        "--loop",
+        choices=["asyncio", "uvloop", "both"],
+        default="both",
+        help="the event loop (default: both, uvloop when installed)",
+    )
+    parser.add_argument(
+        "--inline",
+        action="store_true",
+        help="await each request inline instead of in a task of its own (as servers do)",
+    )
+    args = parser.parse_args(argv)
+    harness.TASK_PER_REQUEST = not args.inline
+    info = machine()
+    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
+    print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
+    return args
+
+
 def to_json(results: Results) -> dict[str, Any]:
     return {
         "machine": machine(),
@@ -401,34 +391,52 @@ async def run(benches: list[Bench], settings: Settings) -> Results:
     problems = await verify(benches)
     if problems:
         raise SystemExit("an app failed its check, nothing was timed:\n  " + "\n  ".join(problems))
-    await run_rounds(benches, settings)
+    await run_rounds(benches, settings.rounds, settings.batch_ms)
     memory = await run_memory(benches, settings)
     return Results(benches, memory, settings, time.perf_counter() - started)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    args = parser.parse_args(argv)
-    settings = QUICK if args.quick else FULL
+def event_loops(choice: str) -> list[str]:
+    """The loops to run on: uvloop only when it is installed."""
+    wanted = ["asyncio", "uvloop"] if choice == "both" else [choice]
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        if choice == "uvloop":
+            raise SystemExit("uvloop is not installed: pip install uvloop") from None
+        wanted = [loop for loop in wanted if loop != "uvloop"]
+    return wanted
 
-    info = machine()
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
+
+def run_on(loop: str, benches: list[Bench], settings: Settings) -> Results:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.run(run(benches, settings))
+    return asyncio.run(run(benches, settings))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = command_line(argv, __doc__)
+    settings = QUICK if args.quick else FULL
+    driven = "each in its own task" if harness.TASK_PER_REQUEST else "awaited inline"
     print(
         f"{settings.rounds} rounds of ~{settings.batch_ms:g} ms per app, best and median "
-        "per request, in process (no server)\n"
+        f"per request, in process (no server), requests {driven}, garbage collection on\n"
     )
     sys.stdout.flush()
 
-    benches = build_benches()
-    results = asyncio.run(run(benches, settings))
-    print(format_table(results))
-    print(f"\n({results.seconds:.0f} s)")
+    everything = {}
+    for loop in event_loops(args.loop):
+        results = run_on(loop, build_benches(), settings)
+        print(f"== {loop} ==\n")
+        print(format_table(results))
+        print(f"\n({results.seconds:.0f} s)\n")
+        sys.stdout.flush()
+        everything[loop] = to_json(results)
     if args.json:
         with open(args.json, "w") as file:
-            json.dump(to_json(results), file, indent=2)
+            json.dump(everything, file, indent=2)
             file.write("\n")
     return 0
 

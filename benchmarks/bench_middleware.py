@@ -12,29 +12,27 @@ Compression is also measured on a 16 KiB JSON body, and on a stream of 64 chunks
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import gc
 import json
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench_http import machine
+from bench_http import command_line, machine
 from harness import (
     ASGIApp,
     Message,
     Receive,
     Reply,
+    Samples,
     Scope,
     Send,
-    calibrate,
     http_scope,
     request_once,
-    time_batch,
+    run_rounds,
+    verify,
 )
 
 from microasgi.middleware import (
@@ -150,7 +148,7 @@ def expect(
 
 
 @dataclass
-class Case:
+class Case(Samples):
     scenario: str
     app_name: str
     app: ASGIApp
@@ -160,12 +158,8 @@ class Case:
     samples_ns: list[float] = field(default_factory=list)
 
     @property
-    def best_us(self) -> float:
-        return min(self.samples_ns) / 1000
-
-    @property
-    def median_us(self) -> float:
-        return statistics.median(self.samples_ns) / 1000
+    def label(self) -> str:
+        return self.app_name
 
 
 def scope_with(*headers: tuple[bytes, bytes], method: str = "GET", **extra: Any) -> dict[str, Any]:
@@ -388,27 +382,6 @@ async def build_cases() -> list[Case]:
 # -- running -----------------------------------------------------------------------------
 
 
-async def verify(cases: Sequence[Case]) -> list[str]:
-    problems = []
-    for case in cases:
-        problem = case.check(await request_once(case.app, case.scope))
-        if problem is not None:
-            problems.append(f"{case.scenario} / {case.app_name}: {problem}")
-    return problems
-
-
-async def run_rounds(cases: Sequence[Case], settings: Settings) -> None:
-    batch_ns = int(settings.batch_ms * 1_000_000)
-    for case in cases:
-        case.requests_per_batch = await calibrate(case.app, case.scope, batch_ns)
-    for round_index in range(settings.rounds):
-        shift = round_index % len(cases)
-        for case in [*cases[shift:], *cases[:shift]]:
-            gc.collect()
-            elapsed = await time_batch(case.app, case.scope, case.requests_per_batch)
-            case.samples_ns.append(elapsed / case.requests_per_batch)
-
-
 async def compressed_sizes() -> dict[str, int]:
     sizes = {"identity": len(BIG)}
     for accept in ("gzip", "br", "zstd"):
@@ -451,14 +424,8 @@ def format_table(cases: Sequence[Case], sizes: dict[str, int]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run (a few seconds)")
-    parser.add_argument("--json", metavar="FILE", help="also write the results as JSON to FILE")
-    args = parser.parse_args(argv)
+    args = command_line(argv, __doc__)
     settings = QUICK if args.quick else FULL
-    info = machine()
-    versions = ", ".join(f"{k} {v}" for k, v in info["versions"].items())
-    print(f"{info['python']} on {info['cpus']} CPUs ({info['cpu']}); {versions}")
     print(f"{settings.rounds} rounds of ~{settings.batch_ms:g} ms per app, in process\n")
     sys.stdout.flush()
 
@@ -470,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(
                 "an app failed its check, nothing was timed:\n  " + "\n  ".join(problems)
             )
-        await run_rounds(cases, settings)
+        await run_rounds(cases, settings.rounds, settings.batch_ms)
         return cases, await compressed_sizes(), time.perf_counter() - started
 
     cases, sizes, seconds = asyncio.run(run())
@@ -478,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n({seconds:.0f} s)")
     if args.json:
         data = {
-            "machine": info,
+            "machine": machine(),
             "settings": vars(settings),
             "compressed_sizes": sizes,
             "benchmarks": [

@@ -8,13 +8,15 @@ framework's own overhead per request, plus a small, constant harness cost
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
+import statistics
 import tracemalloc
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Protocol
 
 __all__ = [
     "ASGIApp",
@@ -23,8 +25,10 @@ __all__ = [
     "Message",
     "Receive",
     "Reply",
+    "Samples",
     "Scope",
     "Send",
+    "Timed",
     "calibrate",
     "expect_json",
     "expect_text",
@@ -32,8 +36,10 @@ __all__ = [
     "measure_memory",
     "receive",
     "request_once",
+    "run_rounds",
     "send",
     "time_batch",
+    "verify",
 ]
 
 Scope = MutableMapping[str, Any]
@@ -69,6 +75,7 @@ def http_scope(path: str, method: str = "GET", query_string: bytes = b"") -> dic
         "headers": _HEADERS,
         "client": ("127.0.0.1", 54321),
         "server": ("127.0.0.1", 8000),
+        "state": {},  # uvicorn passes (a copy of) the lifespan state with every request
     }
 
 
@@ -157,9 +164,21 @@ def expect_json(value: Any) -> Check:
 # -- timing -------------------------------------------------------------------------
 
 
+#: Each request in a task of its own, as servers run them (True), or awaited inline.
+#: A task per request costs the apps more than awaiting inline does, and not the
+#: same amount for each app: it is what a real server measures.
+TASK_PER_REQUEST = True
+
+
 async def time_batch(app: ASGIApp, scope: dict[str, Any], n: int) -> int:
-    """Nanoseconds taken by `n` requests, one after the other."""
+    """Nanoseconds taken by `n` requests, one after the other (garbage collection on)."""
     copy = scope.copy
+    if TASK_PER_REQUEST:
+        create_task = asyncio.get_running_loop().create_task
+        start = perf_counter_ns()
+        for _ in range(n):
+            await create_task(app(copy(), receive, send))
+        return perf_counter_ns() - start
     start = perf_counter_ns()
     for _ in range(n):
         await app(copy(), receive, send)
@@ -174,6 +193,60 @@ async def calibrate(app: ASGIApp, scope: dict[str, Any], batch_ns: int) -> int:
         if elapsed >= batch_ns // 8 or n >= 1 << 22:
             return max(16, round(n * batch_ns / max(elapsed, 1)))
         n *= 4
+
+
+class Samples:
+    """The per-request times of one bench, in µs (a mixin for its dataclass)."""
+
+    samples_ns: list[float]
+
+    @property
+    def best_us(self) -> float:
+        return min(self.samples_ns) / 1000
+
+    @property
+    def median_us(self) -> float:
+        return statistics.median(self.samples_ns) / 1000
+
+
+class Timed(Protocol):
+    """One app answering one request, timed over several rounds."""
+
+    scenario: str
+    app: ASGIApp
+    scope: dict[str, Any]
+    check: Check | None
+    requests_per_batch: int
+    samples_ns: list[float]  # per request, one per round
+
+    @property
+    def label(self) -> str: ...
+
+
+async def verify(benches: Sequence[Timed]) -> list[str]:
+    """Each app's answer to its request, checked once; the problems found."""
+    problems = []
+    for bench in benches:
+        if bench.check is None:
+            continue
+        problem = bench.check(await request_once(bench.app, bench.scope))
+        if problem is not None:
+            problems.append(f"{bench.scenario} / {bench.label}: {problem}")
+    return problems
+
+
+async def run_rounds(benches: Sequence[Timed], rounds: int, batch_ms: float) -> None:
+    """Time every bench `rounds` times, in batches of about `batch_ms`."""
+    batch_ns = int(batch_ms * 1_000_000)
+    for bench in benches:
+        bench.requests_per_batch = await calibrate(bench.app, bench.scope, batch_ns)
+    for round_index in range(rounds):
+        # Rotate the order so that no app always runs first, or right after another.
+        shift = round_index % len(benches)
+        for bench in [*benches[shift:], *benches[:shift]]:
+            gc.collect()
+            elapsed = await time_batch(bench.app, bench.scope, bench.requests_per_batch)
+            bench.samples_ns.append(elapsed / bench.requests_per_batch)
 
 
 # -- memory -------------------------------------------------------------------------

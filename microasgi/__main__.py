@@ -1,70 +1,102 @@
-"""`python -m microasgi run module:app` serves an app with uvicorn.
+"""`python -m microasgi run module:app` serves an app with uvicorn, hypercorn or granian.
 
-uvicorn gets a WebSocket protocol of ours (microasgi._uvicorn) that answers
-every handshake, including those its default one leaves unanswered.
+The same options reach each server; on SIGTERM (or Ctrl-C) every worker drains:
+WebSockets close with 1012, event streams end, other requests get a grace period
+(see docs/running.md). With uvicorn, WebSockets use a protocol of ours
+(microasgi._uvicorn) that answers every handshake, including those uvicorn's
+default leaves unanswered.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import sys
 from collections.abc import Sequence
 
-__all__ = ["main"]
+from microasgi._drain import DEFAULT_GRACE
+from microasgi._servers import SERVERS, RunOptions, run, websocket_protocol
+
+__all__ = ["main", "websocket_protocol"]
+
+_INSTALL = {
+    "uvicorn": "pip install 'microasgi[server]'",
+    "hypercorn": "pip install 'microasgi[hypercorn]'",
+    "granian": "pip install 'microasgi[granian]'",
+}
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(value)
+    return seconds
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m microasgi", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="serve an app with uvicorn")
-    run.add_argument("app", help="the app to serve, as module:attribute (e.g. examples.hello:app)")
-    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
-    run.add_argument("--reload", action="store_true", help="restart when source files change")
-    run.add_argument("--workers", type=int, default=None, help="number of worker processes")
-    run.add_argument("--root-path", default="", help="the path prefix a proxy serves the app under")
-    run.add_argument("--log-level", default="info", help="uvicorn log level (default info)")
+    run_ = commands.add_parser("run", help="serve an app with uvicorn, hypercorn or granian")
+    run_.add_argument("app", help="the app to serve, as module:attribute (e.g. examples.hello:app)")
+    run_.add_argument(
+        "--server", choices=SERVERS, default="uvicorn", help="the ASGI server (default uvicorn)"
+    )
+    run_.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run_.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    run_.add_argument("--reload", action="store_true", help="restart when source files change")
+    run_.add_argument("--workers", type=int, default=None, help="number of worker processes")
+    run_.add_argument(
+        "--root-path", default="", help="the path prefix a proxy serves the app under"
+    )
+    run_.add_argument(
+        "--log-level", default="info", choices=_LOG_LEVELS, help="log level (default info)"
+    )
+    run_.add_argument("--ssl-certfile", default=None, help="TLS certificate file (PEM)")
+    run_.add_argument("--ssl-keyfile", default=None, help="TLS private key file (PEM)")
+    run_.add_argument(
+        "--grace",
+        type=_seconds,
+        default=DEFAULT_GRACE,
+        metavar="SECONDS",
+        help="on SIGTERM, how long requests may take to finish before they are cancelled "
+        f"(default {DEFAULT_GRACE:g})",
+    )
     return parser
 
 
-def websocket_protocol() -> str:
-    """uvicorn's `ws` setting: the protocol that answers every handshake, or "none"."""
-    try:
-        from microasgi._uvicorn import PROTOCOL
-    except ImportError as exc:  # no websockets library, or a uvicorn older than 0.52
-        print(
-            f"warning: WebSockets are off ({exc}): pip install 'microasgi[server]'",
-            file=sys.stderr,
-        )
-        return "none"
-    return PROTOCOL
+def _error(message: str, status: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return status
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if ":" not in args.app:
-        print(f"error: {args.app!r} is not of the form module:attribute", file=sys.stderr)
-        return 2
-    if args.reload and args.workers and args.workers > 1:
-        print("error: --reload and --workers cannot be used together", file=sys.stderr)
-        return 2
-    try:
-        import uvicorn
-    except ImportError:
-        print("error: uvicorn is not installed: pip install 'microasgi[server]'", file=sys.stderr)
-        return 1
-    uvicorn.run(
-        args.app,
+        return _error(f"{args.app!r} is not of the form module:attribute")
+    if args.workers is not None and args.workers < 1:
+        return _error("--workers must be 1 or more")
+    if args.reload and args.workers and args.workers > 1 and args.server == "uvicorn":
+        return _error("--reload and --workers cannot be used together with uvicorn")
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        return _error("--ssl-certfile and --ssl-keyfile go together")
+    if importlib.util.find_spec(args.server) is None:
+        return _error(f"{args.server} is not installed: {_INSTALL[args.server]}", 1)
+    options = RunOptions(
+        app=args.app,
+        server=args.server,
         host=args.host,
         port=args.port,
-        reload=args.reload,
         workers=args.workers,
+        reload=args.reload,
         root_path=args.root_path,
         log_level=args.log_level,
-        lifespan="on",
-        ws=websocket_protocol(),
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        grace=args.grace,
     )
-    return 0
+    return run(options)
 
 
 if __name__ == "__main__":

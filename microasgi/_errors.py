@@ -187,13 +187,12 @@ class ErrorHandler:
 def log_after_start(exc: BaseException, scope: Scope) -> None:
     """Log an exception raised once the response had started (nothing can be answered).
 
-    An OSError is how an ASGI 2.4 server says the client has gone: not an error.
+    Our own responses take an OSError from send() (how an ASGI 2.4 server says
+    the client has gone) in their stride, and the guard around foreign code
+    notes it; what arrives here is an error of the app's, whatever its type.
     """
     method, path = scope.get("method", "WEBSOCKET"), scope.get("path")
-    if isinstance(exc, OSError):
-        logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
-    else:
-        logger.error("Exception after the response started (%s %s)", method, path, exc_info=exc)
+    logger.error("Exception after the response started (%s %s)", method, path, exc_info=exc)
 
 
 def _state_after(sent: str | None) -> WebSocketState:
@@ -242,13 +241,22 @@ class ErrorGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sent: str | None = None
+        gone: OSError | None = None
 
         async def tracked_send(message: Message) -> None:
-            nonlocal sent
+            nonlocal sent, gone
+            try:
+                await send(message)
+            except OSError as exc:
+                gone = exc  # the server saying the client has left
+                raise
             sent = message["type"]
-            await send(message)
 
         try:
             await self.app(scope, receive, tracked_send)
         except Exception as exc:
+            if gone is not None and exc is gone:
+                method, path = scope.get("method", "WEBSOCKET"), scope.get("path")
+                logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
+                return
             await errors_for(scope).after_send(exc, scope, receive, send, sent)

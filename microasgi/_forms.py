@@ -138,8 +138,13 @@ async def _parse_urlencoded(
     return FormData(parser.close()), b"".join(body)
 
 
+#: File data on its way to disk is written in batches of this size: one trip to a
+#: worker thread per batch instead of one per received chunk.
+WRITE_BATCH = 1024 * 1024
+
+
 class _Part:
-    __slots__ = ("data", "file", "headers", "name", "upload")
+    __slots__ = ("data", "headers", "name", "pending", "pending_size", "upload")
 
     def __init__(self, segment: multipart.MultipartSegment) -> None:
         self.name = segment.name or ""
@@ -147,6 +152,8 @@ class _Part:
         raw = [(k.lower().encode("utf-8"), v.encode("utf-8")) for k, v in segment.headerlist]
         self.headers = Headers(raw=raw)
         self.data = bytearray()
+        self.pending: list[bytes] = []  # file data not yet written (see WRITE_BATCH)
+        self.pending_size = 0
         self.upload: UploadFile | None = None
         if segment.filename is not None:
             # Closed by FormData.close() (or on a parse error), not here.
@@ -154,13 +161,29 @@ class _Part:
             self.upload = UploadFile(file, filename=segment.filename, size=0, headers=self.headers)
 
 
-async def _write(upload: UploadFile, chunk: bytes) -> None:
-    file: Any = upload.file
-    if getattr(file, "_rolled", True) or file.tell() + len(chunk) > SPOOL_MAX_SIZE:
-        await anyio.to_thread.run_sync(file.write, chunk)  # on disk (or about to be)
-    else:
-        file.write(chunk)
+async def _write(part: _Part, upload: UploadFile, chunk: bytes) -> None:
     upload.size = (upload.size or 0) + len(chunk)
+    file: Any = upload.file
+    in_memory = not getattr(file, "_rolled", True) and not part.pending
+    if in_memory and file.tell() + len(chunk) <= SPOOL_MAX_SIZE:
+        file.write(chunk)  # a write to memory: no thread needed
+        return
+    part.pending.append(chunk)  # for the disk (or about to go there): in batches
+    part.pending_size += len(chunk)
+    if part.pending_size >= WRITE_BATCH:
+        await anyio.to_thread.run_sync(_write_out, file, _take_pending(part), False)
+
+
+def _take_pending(part: _Part) -> list[bytes]:
+    pending, part.pending, part.pending_size = part.pending, [], 0
+    return pending
+
+
+def _write_out(file: Any, data: list[bytes], rewind: bool) -> None:
+    """In a worker thread: write the batch, and rewind the file at its end."""
+    file.writelines(data)
+    if rewind:
+        file.seek(0)
 
 
 async def _parse_multipart(
@@ -195,14 +218,15 @@ async def _parse_multipart(
                 elif event is None:
                     assert part is not None
                     if part.upload is not None:
-                        await anyio.to_thread.run_sync(part.upload.file.seek, 0)
+                        pending = _take_pending(part)
+                        await anyio.to_thread.run_sync(_write_out, part.upload.file, pending, True)
                     else:
                         items.append((part.name, _decode(part)))
                     part = None
                 else:
                     assert part is not None
                     if part.upload is not None:
-                        await _write(part.upload, event)
+                        await _write(part, part.upload, event)
                     else:
                         part.data += event
                         if len(part.data) > max_part_size:

@@ -19,7 +19,7 @@ import anyio
 from microasgi.datastructures import State
 from microasgi.types import Receive, Scope, Send
 
-__all__ = ["Lifespan", "LifespanOwner", "serve_lifespan"]
+__all__ = ["Lifespan", "LifespanOwner", "serve_empty_lifespan", "serve_lifespan"]
 
 logger = logging.getLogger("microasgi")
 
@@ -141,3 +141,17 @@ async def serve_lifespan(owner: LifespanOwner, scope: Scope, receive: Receive, s
         for participant in owners:
             participant.lifespan_state = None
     await send({"type": "lifespan.shutdown.complete"})
+
+
+async def serve_empty_lifespan(receive: Receive, send: Send) -> None:
+    """Answer the lifespan events of an app with nothing to start or stop.
+
+    Servers wait for an answer to each event, so an app served alone must say so.
+    """
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return

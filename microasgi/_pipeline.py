@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from microasgi._errors import errors_for
-from microasgi.requests import ClientDisconnect, Request
+from microasgi.requests import Request
 from microasgi.responses import Response
 from microasgi.responses._base import to_response
 from microasgi.types import Receive, Scope, Send
@@ -43,27 +43,14 @@ class _Next:
         return result if isinstance(result, Response) else to_response(result, self.func)
 
 
-class _Innermost:
-    """The endpoint's end of the chain: its response, or the answer for its error."""
-
-    __slots__ = ("produce",)
-
-    def __init__(self, produce: Respond) -> None:
-        self.produce = produce
-
-    async def __call__(self, request: Request) -> Response:
-        try:
-            return await self.produce(request)
-        except ClientDisconnect:
-            raise  # nobody to answer: the middleware may see it go by
-        except Exception as exc:
-            response: Response = await errors_for(request.scope).response_for(exc, request)
-            return response
-
-
 def compose(chain: Chain, produce: Respond) -> Respond:
-    """`produce` (the endpoint's response) inside the function middleware `chain`."""
-    call: Respond = _Innermost(produce)
+    """`produce` inside the function middleware `chain`.
+
+    `produce` gives the endpoint's response, or the error response for what
+    the endpoint raised: it raises nothing but ClientDisconnect (nobody to
+    answer), which the middleware see go by.
+    """
+    call: Respond = produce
     for func in reversed(chain):
         call = _Next(func, call)
     return call

@@ -39,6 +39,7 @@ class BackgroundTasks(BackgroundTask):
         self.tasks: list[BackgroundTask] = list(tasks or [])
 
     def add_task(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> None:
+        """Run `func(*args, **kwargs)` after the response (a plain function in a worker thread)."""
         self.tasks.append(BackgroundTask(func, *args, **kwargs))
 
     async def __call__(self) -> None:

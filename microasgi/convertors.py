@@ -30,6 +30,7 @@ class Convertor:
     matches_rest: ClassVar[bool] = False
 
     def convert(self, value: str) -> Any:
+        """The value of a non-empty segment; ValueError if it does not match."""
         return value
 
     def to_string(self, value: Any) -> str:

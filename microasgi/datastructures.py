@@ -90,6 +90,7 @@ class URL:
         return URL(**values)
 
     def include_query_params(self, **params: Any) -> URL:
+        """A copy with these query parameters set (replacing those of the same names)."""
         items = [
             (k, v) for k, v in parse_qsl(self.query, keep_blank_values=True) if k not in params
         ]
@@ -160,9 +161,11 @@ class ImmutableMultiDict(Mapping[str, Any]):
         self._dict: dict[str, Any] = dict(pairs)
 
     def getlist(self, key: str) -> list[Any]:
+        """Every value of `key`, in order; [] if none."""
         return [v for k, v in self._list if k == key]
 
     def multi_items(self) -> list[tuple[str, Any]]:
+        """Every (key, value) pair, in order."""
         return list(self._list)
 
     def __getitem__(self, key: str) -> Any:
@@ -236,6 +239,7 @@ class Headers(Mapping[str, str]):
 
     @classmethod
     def from_scope(cls, scope: Mapping[str, Any]) -> Headers:
+        """The headers of an ASGI scope (a copy of its list)."""
         return cls(raw=list(scope.get("headers", ())))
 
     def _build(self) -> dict[str, list[str]]:
@@ -246,6 +250,7 @@ class Headers(Mapping[str, str]):
         return index
 
     def getlist(self, key: str) -> list[str]:
+        """Every value of `key`, in order (case-insensitive); [] if none."""
         index = self._index if self._index is not None else self._build()
         return list(index.get(key.lower(), ()))
 
@@ -254,6 +259,7 @@ class Headers(Mapping[str, str]):
         return index[key.lower()][0]
 
     def get(self, key: str, default: Any = None) -> Any:
+        """The first value of `key` (case-insensitive), or `default`."""
         index = self._index if self._index is not None else self._build()
         values = index.get(key.lower())
         return values[0] if values else default
@@ -284,6 +290,7 @@ class Headers(Mapping[str, str]):
         return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in self.raw]
 
     def multi_items(self) -> list[tuple[str, str]]:
+        """Every (name, value) pair, in order."""
         return self.items()
 
     def __eq__(self, other: object) -> bool:
@@ -331,12 +338,14 @@ class MutableHeaders(Headers):
         self._index = None
 
     def setdefault(self, key: str, value: str) -> str:
+        """The first value of `key`, setting it to `value` first if there is none."""
         if key in self:
             return self[key]
         self[key] = value
         return value
 
     def update(self, other: Mapping[str, str]) -> None:
+        """Set each header of `other` (replacing the values there were)."""
         for key, value in other.items():
             self[key] = value
 
@@ -408,17 +417,21 @@ class UploadFile:
         return value
 
     async def read(self, size: int = -1) -> bytes:
+        """Read up to `size` bytes (all with -1), in a worker thread."""
         return await anyio.to_thread.run_sync(self.file.read, size)
 
     async def seek(self, offset: int) -> None:
+        """Move to `offset` in the file, in a worker thread."""
         await anyio.to_thread.run_sync(self.file.seek, offset)
 
     async def write(self, data: bytes) -> None:
+        """Write `data` (and count it in `size`), in a worker thread."""
         await anyio.to_thread.run_sync(self.file.write, data)
         if self.size is not None:
             self.size += len(data)
 
     async def close(self) -> None:
+        """Close the file (a spooled temporary file goes away), in a worker thread."""
         await anyio.to_thread.run_sync(self.file.close)
 
     def __repr__(self) -> str:

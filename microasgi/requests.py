@@ -201,10 +201,13 @@ class Request(HTTPConnection):
         """The Last-Event-ID header: the id of the last server-sent event the client got.
 
         An EventSource sends it when it reconnects, so the stream can resume
-        after that event. None when absent.
+        after that event. None when absent. Browsers send the id as UTF-8, so
+        it is decoded as UTF-8 (bytes that are not are replaced by U+FFFD).
         """
         value: str | None = self.headers.get("last-event-id")
-        return value
+        if value is None or value.isascii():
+            return value
+        return value.encode("latin-1").decode("utf-8", "replace")
 
     def _max_body_size(self) -> int | None:
         context = context_of(self.scope)
@@ -224,9 +227,13 @@ class Request(HTTPConnection):
         self._stream_consumed = True
         limit = self._max_body_size()
         if limit is not None:
-            declared = self.headers.get("content-length")
-            if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise HTTPException(413, f"Request body is larger than {limit} bytes")
+            # The raw headers, not self.headers: building its index costs more than this.
+            for name, value in self.scope.get("headers", ()):
+                if name == b"content-length":
+                    # More than 18 digits is over any limit (and int() of thousands is slow).
+                    if value.isdigit() and (len(value) > 18 or int(value) > limit):
+                        raise HTTPException(413, f"Request body is larger than {limit} bytes")
+                    break
         received = 0
         if self._pending is None:
             self._pending = []

@@ -18,7 +18,8 @@ from typing import Literal
 import anyio.to_thread
 
 from microasgi._context import context_of
-from microasgi.datastructures import quote_path
+from microasgi._lifespan import serve_empty_lifespan
+from microasgi.datastructures import _check_header, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.responses import FileResponse, PlainTextResponse, RedirectResponse
 from microasgi.responses._file import (
@@ -127,6 +128,43 @@ def _package_directory(package: str | tuple[str, str]) -> str:
     )
 
 
+class _Replaced(OSError):
+    """The file opened is not the one the lookup checked (it was swapped in between)."""
+
+
+def _fd_path(fd: int) -> str | None:
+    """The path the kernel has for an open file (Linux), or None where it cannot say."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+def _checker(found: _Found, root_prefix: str) -> Callable[[int, os.stat_result], None]:
+    """A check that the file opened for `found` is the one the lookup allowed.
+
+    The lookup and the open are two steps: someone who can write in the
+    directory could swap the file, or a directory on its path, for a symlink
+    in between. Where the kernel says which file was opened (Linux), its path
+    must be the path the lookup allowed or lie inside the directory; elsewhere
+    the file must be the very one the lookup saw (device and inode).
+    """
+    allowed, seen = found.path, found.stat
+    assert seen is not None
+
+    def check(fd: int, st: os.stat_result) -> None:
+        real = _fd_path(fd)
+        if real is not None:
+            real = real.removesuffix(" (deleted)")  # unlinked since it was opened
+            if real == allowed or (real + os.sep).startswith(root_prefix):
+                return
+        elif (st.st_dev, st.st_ino) == (seen.st_dev, seen.st_ino):
+            return
+        raise _Replaced(f"{allowed} was replaced while it was looked up (opened {real!r})")
+
+    return check
+
+
 class _Found:
     """What a lookup found: a file to send (maybe already open), a redirect, or nothing."""
 
@@ -200,6 +238,9 @@ class StaticFiles:
         self.follow_symlinks = follow_symlinks
         self._follow_files = follow_symlinks in (True, "files")
         self._follow_dirs = follow_symlinks in (True, "directories")
+        if cache_control is not None:
+            _check_header(b"cache-control", cache_control)
+            cache_control.encode("latin-1")  # a header value; UnicodeEncodeError otherwise
         self.cache_control = cache_control
         if isinstance(immutable, (str, re.Pattern)):
             pattern = re.compile(immutable)
@@ -207,6 +248,10 @@ class StaticFiles:
         else:
             self._immutable = immutable
         self.precompressed = precompressed
+        if chunk_size < 1:
+            raise ValueError("chunk_size must be at least 1")
+        if max_ranges is not None and max_ranges < 1:
+            raise ValueError("max_ranges must be at least 1")
         self.chunk_size = chunk_size
         self.max_ranges = max_ranges
         sources = [os.fspath(directory)] if directory is not None else []
@@ -237,13 +282,7 @@ class StaticFiles:
         elif kind == "websocket":
             await send({"type": "websocket.close", "code": 1000, "reason": ""})
         elif kind == "lifespan":  # served alone: nothing to start or stop
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_empty_lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -278,6 +317,18 @@ class StaticFiles:
         if found.stat is None:
             await _error(scope, receive, send, 404)
             return
+        try:
+            response = self._response(found, route_path)
+        except BaseException:
+            if found.opened is not None:  # e.g. an `immutable` function that raised
+                found.opened.close()
+            raise
+        response._opened = found.opened
+        await response(scope, receive, send)
+
+    def _response(self, found: _Found, route_path: str) -> FileResponse:
+        """The FileResponse for what the lookup found, with the caching headers."""
+        assert found.stat is not None
         headers: dict[str, str] = {}
         cache_control = self.cache_control
         if self._immutable is not None and found.status == 200 and self._immutable(route_path[1:]):
@@ -291,7 +342,7 @@ class StaticFiles:
             st = found.stat
             headers["content-encoding"] = found.encoding
             headers["etag"] = etag_for(st.st_mtime_ns, st.st_size, "-" + found.encoding)
-        response = FileResponse(
+        return FileResponse(
             found.path,
             media_type=guess_media_type(found.name),
             headers=headers,
@@ -300,8 +351,6 @@ class StaticFiles:
             chunk_size=self.chunk_size,
             max_ranges=self.max_ranges,
         )
-        response._opened = found.opened
-        await response(scope, receive, send)
 
     async def _redirect(self, scope: Scope, receive: Receive, send: Send) -> None:
         """307 from a directory path to the same path with a slash, query string kept."""
@@ -355,7 +404,7 @@ class StaticFiles:
                 self._pick_sidecar(found, root_prefix, parent, name, st, codings)
             if found.stat is None:
                 found.path, found.stat = path, st
-            if self._open(found, prefetch):
+            if self._open(found, prefetch, root_prefix):
                 return found
             break
         found = _Found()
@@ -366,22 +415,29 @@ class StaticFiles:
                     found.path, found.stat = page
                     found.name = "404.html"
                     found.status = 404
-                    if self._open(found, prefetch):
+                    if self._open(found, prefetch, root_prefix):
                         return found
                     break
         return _Found()
 
-    def _open(self, found: _Found, prefetch: int) -> bool:
+    def _open(self, found: _Found, prefetch: int, root_prefix: str) -> bool:
         """Open the file found (unless only its stat is needed); False if it is gone."""
         if prefetch < 0:
             return True
         try:
-            found.opened = open_file(found.path, prefetch)
+            found.opened = open_file(found.path, prefetch, _checker(found, root_prefix))
         except (FileNotFoundError, NotADirectoryError, NotAFileError):
             return False  # replaced or removed since the lookup
+        except _Replaced as exc:
+            logger.warning("Static file not served: %s", exc)
+            return False
         except PermissionError:
             logger.warning("Static file %s cannot be read (permission denied)", found.path)
             return False
+        except OSError as exc:
+            if exc.errno in _MISSING:  # e.g. swapped for a link loop since the lookup
+                return False
+            raise
         found.stat = found.opened.stat
         return True
 

@@ -125,7 +125,7 @@ class WebSocket(HTTPConnection):
                 self.application_state = WebSocketState.CLOSED
         else:
             raise RuntimeError(f"cannot send {kind!r}: the connection is closed")
-        await self._send(message)
+        await self._sent(message)
 
     async def accept(
         self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None
@@ -197,16 +197,27 @@ class WebSocket(HTTPConnection):
             pass
 
     async def send_text(self, data: str) -> None:
+        """Send a text message."""
         if self.application_state is WebSocketState.CONNECTED:  # the common case, direct
-            await self._send({"type": "websocket.send", "text": data})
+            await self._sent({"type": "websocket.send", "text": data})
         else:
             await self.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
         if self.application_state is WebSocketState.CONNECTED:
-            await self._send({"type": "websocket.send", "bytes": data})
+            await self._sent({"type": "websocket.send", "bytes": data})
         else:
             await self.send({"type": "websocket.send", "bytes": data})
+
+    async def _sent(self, message: Message) -> None:
+        """Send to the server; an OSError (ASGI 2.4: the client has gone) becomes a
+        WebSocketDisconnect(1006), as when receiving."""
+        try:
+            await self._send(message)
+        except OSError:
+            self.client_state = WebSocketState.CLOSED
+            raise WebSocketDisconnect(1006) from None
 
     async def send_json(self, data: Any, mode: str = "text") -> None:
         """Send `data` as compact JSON (NaN and infinities are refused: ValueError)."""

@@ -11,6 +11,7 @@ import pytest
 
 from microasgi.testclient import TestClient
 from microasgi.types import ASGIApp
+from tests.servers import ServerPool
 from tests.services import RedisServer, require
 
 
@@ -52,3 +53,13 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def server_pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerPool]:
+    """The servers of the matrix (tests/servers.py), each started once, on first use."""
+    pool = ServerPool(tmp_path_factory.mktemp("server-certificates"))
+    try:
+        yield pool
+    finally:
+        pool.close()

@@ -17,7 +17,7 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Self
 
 import httpx
 import pytest
@@ -184,6 +184,18 @@ class ServerProcess:
         if self.log is not None:
             self.log.close()
             self.log = None
+
+    def __enter__(self) -> Self:
+        """Started (and closed again if it does not come up)."""
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def output(self) -> str:
         """The end of what the server printed."""

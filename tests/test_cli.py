@@ -5,11 +5,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -70,13 +72,17 @@ def test_main_function_returns_2_for_bad_app(capsys: pytest.CaptureFixture[str])
     assert main(["run", "examples.hello:app", "--reload", "--workers", "3"]) == 2
 
 
-def test_unimportable_app_fails() -> None:
-    result = run_cli("run", "no_such_module_xyz:app", "--port", str(free_port()), timeout=20)
+@pytest.mark.parametrize("server", ["uvicorn", "hypercorn", "granian"])
+def test_unimportable_app_fails(server: str) -> None:
+    port = str(free_port())
+    arguments = ["no_such_module_xyz:app", "--server", server, "--port", port]
+    result = run_cli("run", *arguments, timeout=30)
     assert result.returncode != 0
+    assert "no_such_module_xyz" in result.stdout + result.stderr
 
 
 @contextlib.contextmanager
-def serving(app: str, *options: str) -> Iterator[int]:
+def serving(app: str, *options: str, scheme: str = "http", verify: Any = True) -> Iterator[int]:
     """`python -m microasgi run app` in a subprocess, up and answering; yields its port."""
     port = free_port()
     process = subprocess.Popen(
@@ -87,13 +93,13 @@ def serving(app: str, *options: str) -> Iterator[int]:
         env={**os.environ, "PYTHONUNBUFFERED": "1", "MICROASGI_BROADCAST_URL": "memory://"},
     )
     try:
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
                 output = process.stdout.read().decode() if process.stdout else ""
                 pytest.fail(f"server exited early with {process.returncode}:\n{output}")
             try:
-                httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+                httpx.get(f"{scheme}://127.0.0.1:{port}/", timeout=1, verify=verify)
                 break
             except httpx.TransportError:
                 assert time.monotonic() < deadline, "the server never answered"
@@ -110,8 +116,12 @@ def serving(app: str, *options: str) -> Iterator[int]:
             process.stdout.close()
 
 
-def test_real_run_serves_the_example_app() -> None:
-    with serving("examples.hello:app") as port:
+SERVER_NAMES = ["uvicorn", "hypercorn", "granian"]
+
+
+@pytest.mark.parametrize("server", SERVER_NAMES)
+def test_real_run_serves_the_example_app(server: str) -> None:
+    with serving("examples.hello:app", "--server", server) as port:
         url = f"http://127.0.0.1:{port}"
         response = httpx.get(url + "/health", timeout=2)
         assert response.status_code == 200
@@ -209,3 +219,85 @@ def test_websocket_protocol_is_ours() -> None:
     from microasgi.__main__ import websocket_protocol
 
     assert websocket_protocol() == "microasgi._uvicorn:HandshakeAnsweringProtocol"
+
+
+# -- every server, with the same options ---------------------------------------------------
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVER_NAMES)
+def test_root_path_means_the_same_on_every_server(server: str) -> None:
+    """uvicorn's meaning: the proxy removed the prefix; the app sees it in root_path and
+    in front of the path, builds its URLs with it and routes without it."""
+    with serving("examples.hello:app", "--server", server, "--root-path", "/app") as port:
+        hello = httpx.get(f"http://127.0.0.1:{port}/hello/world", timeout=5).json()
+        assert hello["url"] == f"http://127.0.0.1:{port}/app/hello/world"
+        redirect = httpx.get(f"http://127.0.0.1:{port}/health/", timeout=5)
+        assert (redirect.status_code, redirect.headers["location"]) == (307, "/app/health")
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVER_NAMES)
+def test_tls_with_a_certificate_and_key(server: str, tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    issued = ca.issue_cert("127.0.0.1")
+    issued.cert_chain_pems[0].write_to_path(tmp_path / "cert.pem")
+    issued.private_key_pem.write_to_path(tmp_path / "key.pem")
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    tls = ["--ssl-certfile", str(tmp_path / "cert.pem"), "--ssl-keyfile", str(tmp_path / "key.pem")]
+    with serving(
+        "examples.hello:app", "--server", server, *tls, scheme="https", verify=context
+    ) as port:
+        hello = httpx.get(f"https://127.0.0.1:{port}/hello/tls", verify=context, timeout=5)
+        assert hello.json()["url"] == f"https://127.0.0.1:{port}/hello/tls"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server", SERVER_NAMES)
+def test_several_workers(server: str) -> None:
+    with serving("examples.hello:app", "--server", server, "--workers", "2") as port:
+        for _ in range(5):
+            assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).text == "ok"
+
+
+def test_a_server_that_is_not_installed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import importlib.util
+
+    from microasgi.__main__ import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "granian" else real(name, *a)
+    )
+    assert main(["run", "examples.hello:app", "--server", "granian"]) == 1
+    assert "pip install 'microasgi[granian]'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--server", "nginx"], "invalid choice"),
+        (["--ssl-certfile", "cert.pem"], "--ssl-keyfile"),
+        (["--grace", "-1"], "--grace"),
+        (["--workers", "0"], "--workers"),
+        (["--log-level", "loud"], "invalid choice"),
+    ],
+)
+def test_bad_options_exit_2(arguments: list[str], message: str) -> None:
+    result = run_cli("run", "examples.hello:app", *arguments)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_reload_with_workers_is_fine_for_the_other_servers() -> None:
+    """Only uvicorn cannot reload with several workers."""
+    from microasgi.__main__ import _parser
+
+    args = _parser().parse_args(
+        ["run", "a:b", "--server", "hypercorn", "--reload", "--workers", "2"]
+    )
+    assert (args.reload, args.workers, args.server) == (True, 2, "hypercorn")

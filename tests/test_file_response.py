@@ -4,6 +4,7 @@ clients that leave."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import mimetypes
 import os
@@ -20,6 +21,7 @@ import pytest
 from microasgi import App, BackgroundTask, FileResponse
 from microasgi.responses import _file
 from microasgi.responses._file import content_disposition, guess_media_type
+from microasgi.responses._ranges import etag_for, parse_http_date
 from microasgi.types import Message
 from tests.helpers import Exchange, MakeClient, http_scope
 
@@ -249,6 +251,60 @@ async def test_stat_result_headers_are_set_at_once(data_file: Path) -> None:
     assert response.headers["last-modified"].endswith("GMT")
     ex = await run(response)
     assert ex.body == CONTENT
+
+
+@pytest.mark.anyio
+async def test_a_modification_time_in_the_future_is_sent_as_now(tmp_path: Path) -> None:
+    # RFC 9110 section 8.8.2.1: Last-Modified is never later than the response's own date.
+    path = tmp_path / "unpacked.bin"
+    path.write_bytes(CONTENT)
+    ahead = time.time() + 365 * 86400
+    os.utime(path, (ahead, ahead))
+    before = int(time.time())
+    ex = await run(FileResponse(path))
+    sent = parse_http_date((ex.header(b"last-modified") or b"").decode())
+    assert sent is not None and before <= sent <= time.time()
+    # The future date itself is no validator: If-Range with it gives the whole file.
+    future = formatdate(int(ahead), usegmt=True)
+    ex = await run(FileResponse(path), scope(range="bytes=0-9", if_range=future))
+    assert (ex.status, ex.body) == (200, CONTENT)
+
+
+@pytest.mark.anyio
+async def test_a_modification_time_no_http_date_can_express(data_file: Path) -> None:
+    # Some file systems (btrfs) keep 64-bit times: year 0 or 30000 must not be a 500.
+    real = os.stat(data_file)
+    for mtime in (-(10**14), 10**12):
+        times = (int(mtime), real.st_ctime, real.st_atime, float(mtime), real.st_ctime)
+        nanoseconds = (real.st_atime_ns, mtime * 10**9, real.st_ctime_ns)
+        fake = os.stat_result((*real[:8], *times, *nanoseconds))
+        ex = await run(FileResponse(data_file, stat_result=fake), scope("HEAD"))
+        assert ex.status == 200
+        if mtime < 0:
+            assert ex.header(b"last-modified") is None
+        assert ex.header(b"etag") is not None
+
+
+@pytest.mark.anyio
+async def test_a_stale_stat_result_does_not_label_the_new_content(tmp_path: Path) -> None:
+    path = tmp_path / "report.bin"
+    path.write_bytes(b"version one: 0123456789")
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    old = os.stat(path)
+    old_etag = FileResponse(path, stat_result=old).headers["etag"]
+    path.write_bytes(b"VERSION TWO: abcdefghij")  # changed after the stat was taken
+    os.utime(path, (1_700_000_000, 1_700_000_000))
+    # A client resuming its copy of version one must not get bytes of version two.
+    resume = scope(range="bytes=13-", if_range=old_etag)
+    ex = await run(FileResponse(path, stat_result=old), resume)
+    assert (ex.status, ex.body) == (200, b"VERSION TWO: abcdefghij")
+    assert ex.header(b"etag") == etag_for(1_700_000_000 * 10**9, 23).encode()
+    assert ex.header(b"last-modified") == formatdate(1_700_000_000, usegmt=True).encode()
+    ex = await run(FileResponse(path, stat_result=old), scope(if_none_match=old_etag))
+    assert ex.status == 200
+    # Validators of the user's own are theirs: kept whatever the stat says.
+    mine = FileResponse(path, stat_result=old, headers={"etag": '"mine"'})
+    assert (await run(mine, scope(if_none_match='"mine"'))).status == 304
 
 
 # -- preconditions ----------------------------------------------------------------------------
@@ -617,6 +673,32 @@ async def test_a_shrinking_file_in_a_multipart_response(tmp_path: Path) -> None:
     assert ex.status == 206
     assert len(ex.body) < int(ex.header(b"content-length") or 0)
     assert all(m.get("more_body", False) for m in ex.sent[1:])
+
+
+@pytest.mark.anyio
+async def test_a_read_error_ends_the_response_short_and_is_logged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "on-a-failing-disk.bin"
+    path.write_bytes(b"r" * 10_000)
+    original = _file.read_chunks
+    calls = []
+
+    def failing(fd: int, offset: int, sizes: list[int]) -> list[bytes]:
+        calls.append(offset)
+        if len(calls) > 1:
+            raise OSError(errno.EIO, "Input/output error")
+        return original(fd, offset, sizes)
+
+    monkeypatch.setattr(_file, "read_chunks", failing)
+    ran = []
+    response = FileResponse(path, chunk_size=1000, background=BackgroundTask(ran.append, 1))
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        ex = await run(response)
+    assert ex.body == b"r" * 4000  # the first trip's four chunks, then nothing
+    assert all(m.get("more_body", False) for m in ex.sent[1:])  # never marked complete
+    assert "Reading" in caplog.text and "Input/output error" in caplog.text
+    assert ran == []
 
 
 class LeavesAfterFirstChunk(Exchange):

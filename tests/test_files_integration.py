@@ -43,14 +43,9 @@ def downloads(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(downloads: Path) -> Iterator[ServerProcess]:
-    process = ServerProcess(
-        "examples.files:app", free_port(), env={"MICROASGI_FILES_DOWNLOADS": str(downloads)}
-    )
-    try:
-        process.start()
+    env = {"MICROASGI_FILES_DOWNLOADS": str(downloads)}
+    with ServerProcess("examples.files:app", free_port(), env=env) as process:
         yield process
-    finally:
-        process.close()
 
 
 @pytest.fixture

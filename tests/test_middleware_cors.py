@@ -93,6 +93,23 @@ def test_a_configured_value_that_is_not_an_origin_is_refused(origin: str) -> Non
         CORSMiddleware(App(), allow_origins=[origin])
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"allow_methods": ["GET", "GE T"]},
+        {"allow_methods": ["GET\r\nSet-Cookie: a=b"]},
+        {"allow_headers": ["X-A\r\nSet-Cookie: a=b"]},
+        {"allow_headers": ["X-A, X-B"]},
+        {"expose_headers": ["X-To\ntal"]},
+        {"expose_headers": [""]},
+    ],
+)
+def test_names_that_are_not_tokens_are_refused_when_built(options: dict[str, Any]) -> None:
+    # They go into response headers as they are: not a header, or a header injected.
+    with pytest.raises(ValueError, match="not a"):
+        CORSMiddleware(App(), allow_origins=["https://a.example"], **options)
+
+
 # -- preflights ----------------------------------------------------------------------
 
 

@@ -107,3 +107,20 @@ def test_head_and_websocket(make_client: MakeClient) -> None:
         pass  # pragma: no cover
     assert info.value.status_code == 307
     assert info.value.headers["location"] == "wss://testserver/ws?room=1"
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("kind", "location"), [("http", b"https://a.example/p"), ("websocket", None)]
+)
+async def test_a_scope_without_a_scheme_is_plain_http(kind: str, location: bytes | None) -> None:
+    # ASGI: a missing "scheme" means "http" (or "ws"), not "already secure".
+    calls: list[str] = []
+    scope = http_scope("GET", "/p", headers=[(b"host", b"a.example")], type=kind)
+    del scope["scheme"]
+    ex = await Exchange().run(redirecting(calls), scope)
+    assert calls == []
+    if kind == "http":
+        assert (ex.status, ex.header(b"location")) == (307, location)
+    else:  # no denial-response extension here: the handshake is closed
+        assert ex.sent == [{"type": "websocket.close", "code": 1008, "reason": "Redirecting"}]

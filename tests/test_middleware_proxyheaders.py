@@ -240,3 +240,46 @@ def test_request_sees_the_client_and_url(make_client: MakeClient) -> None:
         },
     )
     assert response.json() == {"client": ["203.0.113.9", 0], "url": "https://www.example.com/?a=1"}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [
+        ("::ffff:10.0.0.2", ["10.0.0.0/8"]),  # IPv4 through a dual-stack socket (host "::")
+        ("::ffff:127.0.0.1", ["127.0.0.1"]),
+        ("10.0.0.2", ["::ffff:10.0.0.2"]),  # configured as mapped, seen as IPv4
+        ("fe80::1%eth0", ["fe80::1"]),  # a link-local peer comes with its zone
+        ("fe80::1%eth0", ["fe80::/10"]),
+        ("fe80::1", ["fe80::1%eth0"]),
+    ],
+)
+async def test_mapped_and_zoned_peers_are_the_addresses_they_name(
+    peer: str, trusted: list[str]
+) -> None:
+    scope = await through(
+        [(b"x-forwarded-for", b"203.0.113.9")], peer=(peer, 5000), trusted_proxies=trusted
+    )
+    assert scope["client"] == ("203.0.113.9", 0)
+
+
+@pytest.mark.anyio
+async def test_a_mapped_client_address_is_a_hop_like_its_ipv4() -> None:
+    # A trusted proxy written in its mapped form is skipped like the plain one.
+    scope = await through([(b"x-forwarded-for", b"203.0.113.9, ::ffff:10.0.0.7")])
+    assert scope["client"] == ("203.0.113.9", 0)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("proto", "kind", "scheme"),
+    [
+        (b"wss", "websocket", "wss"),  # Traefik says ws/wss for WebSocket requests
+        (b"ws", "websocket", "ws"),
+        (b"WSS", "http", "https"),
+        (b"ws", "http", "http"),
+    ],
+)
+async def test_websocket_schemes_from_the_proxy(proto: bytes, kind: str, scheme: str) -> None:
+    scope = await through([(b"x-forwarded-proto", proto)], kind=kind)
+    assert scope["scheme"] == scheme

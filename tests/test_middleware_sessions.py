@@ -279,6 +279,30 @@ def test_a_value_that_is_not_json_is_an_error(
     assert "JSON" in caplog.records[0].getMessage()
 
 
+@pytest.mark.parametrize("kind", ["nested", "circular"])
+def test_a_value_json_cannot_write_is_the_same_logged_500(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    app = session_app()
+
+    @app.post("/deep")
+    async def deep(request: Request) -> str:
+        value: Any = []
+        if kind == "nested":
+            for _ in range(100_000):
+                value = [value]
+        else:
+            value.append(value)
+        request.session["value"] = value
+        return "stored?"
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        response = make_client(app, raise_server_exceptions=False).post("/deep")
+    assert response.status_code == 500
+    [record] = caplog.records
+    assert "not saved" in record.getMessage() and "JSON" in record.getMessage()
+
+
 def test_many_session_cookies_stay_cheap(make_client: MakeClient) -> None:
     cookie = "; ".join(f"session={signed({'i': i})}x" for i in range(300))
     response = make_client(session_app()).get("/", headers={"Cookie": cookie})
@@ -295,3 +319,65 @@ def test_websocket_reads_the_session(make_client: MakeClient) -> None:
 def test_request_session_without_the_middleware_says_what_to_add() -> None:
     with pytest.raises(RuntimeError, match=r"Middleware\(SessionMiddleware, secret_key=\.\.\.\)"):
         Request(http_scope()).session  # noqa: B018 (the property raises)
+
+
+def test_only_the_signature_as_written_is_accepted() -> None:
+    # 43 base64 characters carry 258 bits: the last one has two spare bits, so four
+    # spellings decode to the same 32 bytes. Only the one we write is a signature.
+    signer = SessionSigner([SECRET])
+    value = signer.sign("e30", 1000)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    accepted = [c for c in alphabet if signer.unsign(value[:-1] + c, None, 1000) is not None]
+    assert accepted == [value[-1]]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        # Browsers drop these cookies without a word: every sign-in would be lost.
+        ({"session_cookie": "__Host-session"}, "__Host-"),
+        ({"session_cookie": "__Host-session", "https_only": True, "path": "/app"}, "path"),
+        ({"session_cookie": "__Host-session", "https_only": True, "domain": "a.com"}, "domain"),
+        ({"session_cookie": "__Secure-session"}, "__Secure-"),
+        # Not a cookie attribute value (RFC 6265 section 4.1.1): the server refuses the header.
+        ({"path": "/a\x01b"}, "path"),
+        ({"path": "/caf\xe9"}, "path"),
+        ({"domain": "a\x7f.com"}, "domain"),
+        ({"path": "a"}, "path"),
+        ({"max_age": 0}, "max_age"),
+        ({"max_age": -5}, "max_age"),
+    ],
+)
+def test_cookies_browsers_would_drop_are_refused_when_built(
+    options: dict[str, Any], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        SessionMiddleware(App(), **{"secret_key": SECRET, **options})
+
+
+def test_prefixed_cookie_names_that_browsers_keep(make_client: MakeClient) -> None:
+    app = session_app(session_cookie="__Host-session", https_only=True)
+    client = make_client(app, base_url="https://testserver")
+    header = set_cookie(client.post("/set", json={"user": "ada"}))
+    assert header is not None and header.startswith("__Host-session=")
+    assert "; path=/;" in header and "secure" in header and "domain" not in header
+    assert client.get("/").json() == {"user": "ada"}
+
+
+def test_the_path_in_the_log_line_cannot_forge_lines(
+    make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = session_app()
+
+    @app.post("/{anything:path}")
+    async def any_path(request: Request) -> str:
+        request.session["notes"] = "x" * 5000
+        return "stored?"
+
+    with caplog.at_level(logging.ERROR, logger="microasgi"):
+        response = make_client(app).post("/a%0D%0AFAKE log line")
+    assert response.status_code == 500
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "\n" not in message and "\r" not in message
+    assert "/a%0D%0AFAKE%20log%20line" in message

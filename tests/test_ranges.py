@@ -6,6 +6,8 @@ model, and the cost of hostile headers counted in comparisons, not timed.
 
 from __future__ import annotations
 
+import calendar
+import time
 from email.utils import formatdate
 from itertools import pairwise
 from typing import Any
@@ -25,6 +27,7 @@ from microasgi.responses._ranges import (
     parse_http_date,
     parse_range,
 )
+from tests.linearity import assert_linear
 
 SIZE = 100
 
@@ -47,7 +50,10 @@ SIZE = 100
         ("bytes=5-6,0-1", [(5, 7), (0, 2)]),  # the request's order, nothing merged
         ("bytes=0-4,5-9", [(0, 10)]),  # adjacent: merged
         ("bytes=0-10,5-20", [(0, 21)]),  # overlapping: merged
-        ("bytes=50-60,0-10,5-20", [(0, 21), (50, 61)]),  # merged, so in ascending order
+        # Merged parts keep the request's order: each where its first range was.
+        ("bytes=50-60,0-10,5-20", [(50, 61), (0, 21)]),
+        ("bytes=0-1,50-60,5-6,0-3", [(0, 4), (50, 61), (5, 7)]),
+        ("bytes=90-99,10-19,0-9,50-59", [(90, 100), (0, 20), (50, 60)]),
         ("bytes=0-,0-,0-", [(0, 100)]),
         ("bytes=0-1,,, 3-4", [(0, 2), (3, 5)]),  # empty list elements are allowed
         ("bytes=100-", []),  # starts at the end: unsatisfiable
@@ -74,6 +80,11 @@ SIZE = 100
         ("bytes=0-99999999999999999999999999999", [(0, 100)]),
         ("bytes=-99999999999999999999999999999", [(0, 100)]),
         ("bytes=" + "9" * 5000 + "-", []),  # never converted to an int
+        # Leading zeros are DIGITs like any other: the value counts, not the length.
+        ("bytes=" + "0" * 30 + "5-" + "0" * 30 + "9", [(5, 10)]),
+        ("bytes=-" + "0" * 30 + "5", [(95, 100)]),
+        ("bytes=" + "0" * 5000 + "1-2", [(1, 3)]),
+        ("bytes=" + "0" * 30 + "-", [(0, 100)]),
     ],
 )
 def test_parse_range(header: str, expected: list[tuple[int, int]] | None) -> None:
@@ -185,6 +196,12 @@ def test_parse_range_selects_exactly_the_requested_bytes(
     # No two parts touch (they would have been merged).
     bounds = sorted(result)
     assert all(a_end < b_start for (_, a_end), (b_start, _) in pairwise(bounds))
+    # The parts come in the order of the request: by the first range each was made of.
+    firsts = [
+        min(i for i, spec in enumerate(specs) if _model([spec], size) & set(range(start, end)))
+        for start, end in result
+    ]
+    assert firsts == sorted(firsts)
 
 
 @settings(max_examples=300, deadline=None)
@@ -284,9 +301,66 @@ def test_parse_http_date_formats(text: str) -> None:
     assert parse_http_date(text) == EPOCH_2024
 
 
-@pytest.mark.parametrize("text", ["", "yesterday", "Mon, 99 Foo 2024 00:00:00 GMT", "x" * 10_000])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "yesterday",
+        "Mon, 99 Foo 2024 00:00:00 GMT",
+        "x" * 10_000,
+        # A list of dates: a conditional header with more than one member is ignored.
+        "Mon, 01 Jan 2024 00:00:00 GMT, Tue, 02 Jan 2024 00:00:00 GMT",
+        "Mon, 01 Jan 2024 00:00:00 GMT garbage",  # text after the date
+        "Mon, 01 Jan 2024 00:00:00 +0500",  # another zone than GMT
+        "Mon, 01 Jan 2024 00:00:00 UTC",
+        "01 Jan 2024 00:00:00 GMT",  # no day name
+        "Mon, 1 Jan 2024 00:00:00 GMT",  # IMF-fixdate has two-digit days
+        "Mon, 01 Jan 24 00:00:00 GMT",
+        "Mon, 01 Jan 2024 24:00:00 GMT",  # no such time
+        "Mon, 01 Jan 2024 99:99:99 GMT",
+        "Fri, 30 Feb 2024 00:00:00 GMT",  # no such day
+        "Mon, 01 Jan 0000 00:00:00 GMT",
+        "mon, 01 jan 2024 00:00:00 gmt",  # the names are case-sensitive
+        "Mon, 01 Jan 2024",
+        "Monday, 01-Jan-2024 00:00:00 GMT",  # RFC 850 has two-digit years
+        "Mon Jan 1 00:00:00 2024",  # asctime pads the day with a space
+        "Mon, 01 Jan 2024 00:00:00 GMT\x00",
+    ],
+)
 def test_parse_http_date_rejects(text: str) -> None:
     assert parse_http_date(text) is None
+
+
+def test_parse_http_date_leap_second_and_whitespace() -> None:
+    assert parse_http_date("Sun, 31 Dec 2023 23:59:60 GMT") == EPOCH_2024
+    assert parse_http_date("  Mon, 01 Jan 2024 00:00:00 GMT\t") == EPOCH_2024
+
+
+def test_rfc850_two_digit_years_are_never_more_than_50_years_ahead() -> None:
+    this_year = time.gmtime().tm_year
+    for years_ahead in (-30, 0, 49, 50, 51, 70):
+        year = this_year + years_ahead
+        text = time.strftime("%A, %d-%b-%y 00:00:00 GMT", (year, 6, 1, 0, 0, 0, 0, 1, 0))
+        expected = year if years_ahead <= 50 else year - 100
+        assert parse_http_date(text) == calendar.timegm((expected, 6, 1, 0, 0, 0)), text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(-2_000_000_000, 250_000_000_000))
+def test_parse_http_date_reads_back_each_form(seconds: int) -> None:
+    moment = time.gmtime(seconds)
+    assert parse_http_date(formatdate(seconds, usegmt=True)) == seconds
+    # asctime, with the day padded by a space (the C library's own layout)
+    day = f"{moment.tm_mday:2d}"
+    asctime = time.strftime(f"%a %b {day} %H:%M:%S %Y", moment)
+    assert parse_http_date(asctime) == seconds
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="MonTueJanGMT, :-0123456789", max_size=40))
+def test_parse_http_date_never_fails_on_junk(text: str) -> None:
+    result = parse_http_date(text)
+    assert result is None or isinstance(result, int)
 
 
 # -- preconditions --------------------------------------------------------------------------
@@ -337,6 +411,9 @@ def test_no_preconditions() -> None:
         ({"if_unmodified_since": _date(MODIFIED)}, None),
         ({"if_unmodified_since": _date(MODIFIED - 1)}, PRECONDITION_FAILED),
         ({"if_unmodified_since": "garbage"}, None),
+        # A list of dates is not a date: ignored (RFC 9110 sections 13.1.3 and 13.1.4).
+        ({"if_modified_since": f"{_date(MODIFIED)}, {_date(MODIFIED)}"}, None),
+        ({"if_unmodified_since": f"{_date(MODIFIED - 1)}, {_date(MODIFIED - 1)}"}, None),
         # If-Match present: If-Unmodified-Since is not looked at.
         ({"if_match": ETAG, "if_unmodified_since": _date(MODIFIED - 1)}, None),
         # If-Match is evaluated before If-None-Match.
@@ -358,3 +435,24 @@ def test_if_range() -> None:
     assert not if_range_allows(_date(MODIFIED + 1), ETAG, MODIFIED, NOW)  # exact match only
     assert not if_range_allows(_date(MODIFIED), ETAG, MODIFIED, MODIFIED + 0.5)  # too recent
     assert not if_range_allows("garbage", ETAG, MODIFIED, NOW)
+
+
+# -- every parser of this module is linear in its input ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "function"),
+    [
+        ("many ranges", lambda n: "bytes=" + "0-1," * n, lambda h: parse_range(h, 10**9, 10**9)),
+        ("many commas", lambda n: "bytes=" + "," * n + "0-1", lambda h: parse_range(h, 100, 100)),
+        ("long numbers", lambda n: "bytes=" + "9" * n + "-", lambda h: parse_range(h, 100, 100)),
+        ("leading zeros", lambda n: "bytes=" + "0" * n + "1-", lambda h: parse_range(h, 10, 10)),
+        ("many tags", lambda n: '"x", ' * n, lambda h: matches_any(h, '"y"', weak=True)),
+        ("an open quote", lambda n: '"' + "x" * n, lambda h: matches_any(h, '"y"', weak=False)),
+        ("weak prefixes", lambda n: "W/" * n, lambda h: matches_any(h, '"y"', weak=True)),
+        ("a long date", lambda n: "Mon, " * n, parse_http_date),
+        ("a long If-Range", lambda n: '"' * n, lambda h: if_range_allows(h, '"y"', 0, 10)),
+    ],
+)
+def test_parsers_are_linear(name: str, make: Any, function: Any) -> None:
+    assert_linear(make, function, 2000)

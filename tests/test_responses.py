@@ -1001,3 +1001,29 @@ def test_to_response_builds_what_the_constructor_builds(value: Any) -> None:
         assert getattr(made, attribute) == getattr(expected, attribute), attribute
     made.headers["x-added"] = "1"  # an editable response like any other
     assert made.raw_headers[-1] == (b"x-added", b"1")
+
+
+def test_an_oserror_of_the_body_iterator_is_an_error_not_a_disconnect(
+    make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from microasgi import App, StreamingResponse
+
+    app = App()
+
+    @app.get("/proxy")
+    async def proxy() -> StreamingResponse:
+        async def upstream() -> AsyncIterator[bytes]:
+            yield b"first"
+            raise ConnectionResetError("upstream reset the connection")
+
+        return StreamingResponse(upstream())
+
+    client = make_client(app, raise_server_exceptions=False)
+    with caplog.at_level(logging.DEBUG, logger="microasgi"), client.stream("GET", "/proxy") as r:
+        assert r.status_code == 200
+        with pytest.raises(Exception):  # noqa: B017 - an incomplete body, whatever httpx calls it
+            r.read()
+    errors = [record for record in caplog.records if record.levelno >= logging.ERROR]
+    assert errors, [record.getMessage() for record in caplog.records]
+    assert isinstance(errors[0].exc_info[1], ConnectionResetError)  # as itself, at ERROR
+    assert "upstream reset the connection" in str(errors[0].exc_info[1])

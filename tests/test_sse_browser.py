@@ -28,17 +28,9 @@ STREAM_SECONDS = 2
 @pytest.fixture
 def server() -> Iterator[ServerProcess]:
     # Each stream ends after two seconds, as a proxy with a timeout would end it.
-    process = ServerProcess(
-        "examples.sse:app",
-        free_port(),
-        env={"MICROASGI_SSE_STREAM_SECONDS": str(STREAM_SECONDS)},
-        ready_path="/stats",
-    )
-    try:
-        process.start()
+    env = {"MICROASGI_SSE_STREAM_SECONDS": str(STREAM_SECONDS)}
+    with ServerProcess("examples.sse:app", free_port(), env=env, ready_path="/stats") as process:
         yield process
-    finally:
-        process.close()
 
 
 def test_event_source_reconnects_and_resumes(browser: Browser, server: ServerProcess) -> None:

@@ -12,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
+from examples.sse.app import create_app
 from tests.eventstream import EventStreamParser
 from tests.services import ServerProcess, free_port
+from tests.test_integration_uvicorn import run_server
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("uvicorn")
@@ -23,12 +25,8 @@ TIMEOUT = 10.0
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ServerProcess]:
-    process = ServerProcess("examples.sse:app", free_port(), ready_path="/stats")
-    try:
-        process.start()
+    with ServerProcess("examples.sse:app", free_port(), ready_path="/stats") as process:
         yield process
-    finally:
-        process.close()
 
 
 @pytest.fixture
@@ -116,39 +114,49 @@ def test_leaving_between_events_ends_the_stream(client: httpx.Client, leave_afte
         else:
             reader.until(lambda p: p.comments)
         assert client.get("/stats").json()["open_streams"] == 1
-    # Closed between two ticks (a second apart), with no message due: the generator's
-    # finally block has run well before the next tick would have been sent.
+    # Closed between two ticks: the generator's finally block runs. (With a tick a
+    # second a failed send would end it too; the next test rules that out.)
     started = time.monotonic()
     wait_for(lambda: client.get("/stats").json()["open_streams"] == 0, timeout=3)
     assert time.monotonic() - started < 3
 
 
+def test_leaving_when_nothing_is_due_for_an_hour_ends_the_stream() -> None:
+    # Above, a tick a second would end a stream whose client left anyway (the send
+    # fails). Here nothing is sent for an hour, so only the disconnect can end it.
+    app = create_app(tick_seconds=3600, ping=3600)
+    port = free_port()
+    with (
+        run_server(app, port, lifespan="off"),
+        httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=TIMEOUT) as client,
+    ):
+        with client.stream("GET", "/events") as response:
+            reader = Reader(response)
+            reader.until(lambda p: any(e.type == "tick" for e in p.events))
+            assert client.get("/stats").json()["open_streams"] == 1
+        wait_for(lambda: client.get("/stats").json()["open_streams"] == 0, timeout=5)
+
+
 def test_stream_that_ends_and_a_client_that_comes_back() -> None:
-    server = ServerProcess(
-        "examples.sse:app",
-        free_port(),
-        env={"MICROASGI_SSE_STREAM_SECONDS": "1"},
-        ready_path="/stats",
-    )
-    server.start()
-    try:
-        with httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client:
-            before = post(client, "before")
-            started = time.monotonic()
-            with client.stream("GET", "/events", headers={"last-event-id": "0"}) as response:
-                reader = Reader(response)
-                for chunk in response.iter_text():
-                    reader.parser.feed(chunk)
-            assert 0.9 < time.monotonic() - started < 5  # it ended by itself, cleanly
-            assert reader.messages() == [(str(before), "before")]
-            missed = post(client, "while away")
-            last = reader.parser.last_event_id
-            with client.stream("GET", "/events", headers={"last-event-id": last}) as response:
-                again = Reader(response)
-                again.until(lambda p: any(e.type == "message" for e in p.events))
-                assert again.messages() == [(str(missed), "while away")]
-    finally:
-        server.close()
+    env = {"MICROASGI_SSE_STREAM_SECONDS": "1"}
+    with (
+        ServerProcess("examples.sse:app", free_port(), env=env, ready_path="/stats") as server,
+        httpx.Client(base_url=server.http_url, timeout=TIMEOUT) as client,
+    ):
+        before = post(client, "before")
+        started = time.monotonic()
+        with client.stream("GET", "/events", headers={"last-event-id": "0"}) as response:
+            reader = Reader(response)
+            for chunk in response.iter_text():
+                reader.parser.feed(chunk)
+        assert 0.9 < time.monotonic() - started < 5  # it ended by itself, cleanly
+        assert reader.messages() == [(str(before), "before")]
+        missed = post(client, "while away")
+        last = reader.parser.last_event_id
+        with client.stream("GET", "/events", headers={"last-event-id": last}) as response:
+            again = Reader(response)
+            again.until(lambda p: any(e.type == "message" for e in p.events))
+            assert again.messages() == [(str(missed), "while away")]
 
 
 def test_long_poll(client: httpx.Client, server: ServerProcess) -> None:

@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from microasgi import App, HTTPException, PlainTextResponse, Request
+from microasgi import App, HTTPException, PlainTextResponse, Request, staticfiles
 from microasgi.middleware import CompressionMiddleware, Middleware
 from microasgi.responses import _file
 from microasgi.staticfiles import IMMUTABLE, StaticFiles, accepted_encodings, safe_parts
 from tests.helpers import AddHeader, Exchange, MakeClient, http_scope
+from tests.linearity import assert_linear
 
 SECRET = b"TOP SECRET: never served"
 
@@ -111,7 +112,7 @@ async def test_a_fifo_is_not_served_and_does_not_hang(tree: Path) -> None:
 
 @pytest.mark.anyio
 async def test_unreadable_file_is_404(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def denied(path: str, prefetch: int = 0) -> Any:
+    def denied(path: str, *args: Any) -> Any:
         raise PermissionError(13, "Permission denied", path)
 
     monkeypatch.setattr("microasgi.staticfiles.open_file", denied)
@@ -345,6 +346,98 @@ async def test_served_directory_may_itself_be_a_symlink(tree: Path, tmp_path: Pa
     assert (await get(app, "/link_outside.txt")).status == 404
 
 
+# -- a directory that changes between the lookup and the open ------------------------------------
+
+
+def _swap_before_open(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Make `change` happen once, after StaticFiles checked a path and before it opens it."""
+    real_open = staticfiles.open_file
+    pending = [change]
+
+    def racing(path: str, *args: Any) -> Any:
+        if pending:
+            pending.pop()()
+        return real_open(path, *args)
+
+    monkeypatch.setattr(staticfiles, "open_file", racing)
+
+
+@pytest.fixture(params=["kernel path", "device and inode"])
+def verification(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways of checking the open file: the kernel's path (Linux), or its identity."""
+    if request.param == "device and inode":
+        monkeypatch.setattr(staticfiles, "_fd_path", lambda fd: None)
+    return str(request.param)
+
+
+@pytest.mark.anyio
+async def test_a_file_swapped_for_a_symlink_after_the_check_is_not_served(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verification: str
+) -> None:
+    def swap() -> None:
+        (tree / "hello.txt").unlink()
+        (tree / "hello.txt").symlink_to(tmp_path / "secret.txt")
+
+    _swap_before_open(monkeypatch, swap)
+    ex = await get(StaticFiles(directory=tree), "/hello.txt")
+    assert ex.status == 404 and SECRET not in ex.body
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("html", [False, True])
+async def test_a_directory_swapped_for_a_symlink_after_the_check_is_not_served(
+    tree: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, verification: str, html: bool
+) -> None:
+    (tmp_path / "outside" / "page.html").write_bytes(SECRET)
+
+    def swap() -> None:
+        (tree / "sub").rename(tmp_path / "old-sub")
+        (tree / "sub").symlink_to(tmp_path / "outside")
+
+    _swap_before_open(monkeypatch, swap)
+    ex = await get(StaticFiles(directory=tree, html=html), "/sub/page.html")
+    assert (tree / "sub").is_symlink()  # the swap did happen
+    assert SECRET not in ex.body
+    assert ex.status == 404
+    assert ex.body == (b"<h1>missing</h1>" if html else b"Not Found")
+
+
+@pytest.mark.anyio
+async def test_a_file_swapped_for_a_link_loop_after_the_check_is_a_404(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def swap() -> None:
+        (tree / "hello.txt").unlink()
+        (tree / "hello.txt").symlink_to(tree / "hello.txt")
+
+    _swap_before_open(monkeypatch, swap)
+    assert (await get(StaticFiles(directory=tree), "/hello.txt")).status == 404
+
+
+@pytest.mark.anyio
+async def test_a_file_replaced_by_a_new_version_after_the_check_is_served(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The usual deployment (write a new file, rename it over the old one) is no attack.
+    def deploy() -> None:
+        (tree / "hello.new").write_bytes(b"hello, new")
+        (tree / "hello.new").replace(tree / "hello.txt")
+
+    _swap_before_open(monkeypatch, deploy)
+    ex = await get(StaticFiles(directory=tree), "/hello.txt")
+    assert (ex.status, ex.body, ex.header(b"content-length")) == (200, b"hello, new", b"10")
+
+
+@pytest.mark.anyio
+async def test_a_link_allowed_to_leave_is_still_served(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, verification: str
+) -> None:
+    _swap_before_open(monkeypatch, lambda: None)
+    app = StaticFiles(directory=tree, follow_symlinks=True)
+    assert (await get(app, "/link_outside.txt")).body == SECRET
+    assert (await get(app, "/linkdir_outside/file.txt")).body == SECRET
+
+
 # -- caching -------------------------------------------------------------------------------------
 
 
@@ -366,6 +459,32 @@ async def test_cache_control_and_immutable(tree: Path) -> None:
     etag = (await get(app, "/hello.txt")).header(b"etag") or b""
     ex = await get(app, "/hello.txt", if_none_match=etag.decode())
     assert (ex.status, ex.header(b"cache-control")) == (304, IMMUTABLE.encode())
+
+
+@pytest.mark.anyio
+async def test_an_immutable_function_that_raises_leaks_no_descriptor(tree: Path) -> None:
+    def broken(path: str) -> bool:
+        raise LookupError("a bug in the user's function")
+
+    app = StaticFiles(directory=tree, immutable=broken)
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(3):
+        with pytest.raises(LookupError):  # a range request: the file is open, not read
+            await get(app, "/hello.txt", range="bytes=0-1")
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.mark.parametrize("value", ["no-cache\r\nX-Injected: 1", "no-cache\n", "max-age=€"])
+def test_a_bad_cache_control_is_refused_at_once(tree: Path, value: str) -> None:
+    with pytest.raises(ValueError):
+        StaticFiles(directory=tree, cache_control=value)
+
+
+@pytest.mark.parametrize("options", [{"chunk_size": 0}, {"max_ranges": 0}])
+def test_bad_sizes_are_refused_at_once(tree: Path, options: dict[str, int]) -> None:
+    # Not on every request, as a 500 after the file was found and opened.
+    with pytest.raises(ValueError, match="at least 1"):
+        StaticFiles(directory=tree, **options)  # type: ignore[arg-type]
 
 
 # -- precompressed siblings ---------------------------------------------------------------------
@@ -466,6 +585,28 @@ def test_accepted_encodings() -> None:
     assert accepted_encodings(",,;q=1, gzip;q=abc") == {}
     many = ", ".join(f"c{i};q=0.5" for i in range(10_000))
     assert len(accepted_encodings(many)) == 10_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="gzipbr*;q=0.15, \tX-", max_size=60))
+def test_accepted_encodings_never_fail(header: str) -> None:
+    codings = accepted_encodings(header)
+    assert all(0.0 <= q <= 1.0 for q in codings.values())
+    assert all(coding and coding == coding.strip(" \t").lower() for coding in codings)
+
+
+@pytest.mark.parametrize(
+    ("make", "function"),
+    [
+        (lambda n: "gzip;q=0.5, " * n, accepted_encodings),
+        (lambda n: "gzip" + ";" * n, accepted_encodings),
+        (lambda n: "gzip;q=" + "0" * n, accepted_encodings),
+        (lambda n: "/a" * n, safe_parts),
+        (lambda n: "/" + "x" * n, safe_parts),
+    ],
+)
+def test_request_parsers_are_linear(make: Any, function: Any) -> None:
+    assert_linear(make, function, 2000)
 
 
 # -- directories and packages ---------------------------------------------------------------------

@@ -14,6 +14,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from microasgi.middleware._headers import OWS
+
 __all__ = [
     "CODEC_NAMES",
     "Codec",
@@ -117,7 +119,17 @@ def _import_first(*names: str) -> Any:
 
 def get_codec(name: str, level: int) -> Codec:
     """The codec `name` ("gzip", "br" or "zstd") at `level`; UnavailableCodec if its
-    module is not installed."""
+    module is not installed, ValueError if it has no such level."""
+    codec = _make_codec(name, level)
+    try:  # now, rather than as a 500 on every response that would be compressed
+        codec.compress(b"")
+        codec.encoder().finish(b"")
+    except Exception as exc:  # zlib.error, brotli.error, ValueError
+        raise ValueError(f"{name} cannot compress at level {level}: {exc}") from None
+    return codec
+
+
+def _make_codec(name: str, level: int) -> Codec:
     if name == "gzip":
         return Codec(
             "gzip",
@@ -150,25 +162,26 @@ def parse_accept_encoding(value: str) -> dict[str, float]:
     """Coding name (lower case) -> weight, from an Accept-Encoding value.
 
     Items that do not parse (a bad name or q-value) are left out; a coding
-    listed twice keeps its lowest weight, so ``q=0`` anywhere means never.
+    listed twice, or with two weights, keeps its lowest, so ``q=0`` anywhere
+    means never.
     Linear in the length of `value`.
     """
     weights: dict[str, float] = {}
     for item in value.split(","):
         name, _, params = item.partition(";")
-        name = name.strip().lower()
+        name = name.strip(OWS).lower()
         if not name:
             continue
         weight = 1.0
         for param in params.split(";") if params else ():
             key, sep, raw = param.partition("=")
-            if key.strip().lower() != "q":
+            if key.strip(OWS).lower() != "q":
                 continue
-            raw = raw.strip()
+            raw = raw.strip(OWS)
             if not sep or not _QVALUE.fullmatch(raw):
                 weight = -1.0  # a q-value we cannot read: the item does not count
                 break
-            weight = float(raw)
+            weight = min(weight, float(raw))  # given twice: the lowest, as for a coding
         if weight < 0:
             continue
         name = _ALIASES.get(name, name)

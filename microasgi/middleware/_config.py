@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-__all__ = ["string_list"]
+from microasgi.middleware._headers import TOKEN_CHARS
+
+__all__ = ["string_list", "token_list"]
 
 
 def string_list(value: Iterable[str], option: str) -> list[str]:
@@ -13,3 +15,15 @@ def string_list(value: Iterable[str], option: str) -> list[str]:
     if isinstance(value, (str, bytes)):
         raise TypeError(f"{option} takes a list of strings, not one string: [{value!r}]")
     return list(value)
+
+
+def token_list(value: Iterable[str], option: str) -> list[str]:
+    """`value` as a list of HTTP tokens (header names, methods), stripped, or ``*``.
+
+    Anything else is a ValueError: these names go into response headers as they are.
+    """
+    tokens = [item.strip() for item in string_list(value, option)]
+    for token in tokens:
+        if token != "*" and not (token and TOKEN_CHARS.issuperset(token)):
+            raise ValueError(f"{option}: {token!r} is not a header name or method (an HTTP token)")
+    return tokens

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 __all__ = [
+    "OWS",
     "TOKEN_CHARS",
     "RawHeaders",
     "collect_headers",
@@ -27,6 +28,12 @@ RawHeaders = list[tuple[bytes, bytes]]
 TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
+
+
+#: Optional whitespace around header values and list items (RFC 9110 section 5.6.3):
+#: a space or a tab. `str.strip()` would also take other characters (``\x85``,
+#: ``\xa0``, ``\x1c``...) of a latin-1 decoded header for whitespace.
+OWS = " \t"
 
 
 def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -62,9 +69,10 @@ def collect_headers(
 
 
 def split_tokens(value: bytes | str) -> list[str]:
-    """The comma-separated items of a header value, stripped, empty ones left out."""
+    """The comma-separated items of a header value, without the optional whitespace
+    around them, empty ones left out."""
     text = value.decode("latin-1") if isinstance(value, bytes) else value
-    return [item.strip() for item in text.split(",") if item.strip()]
+    return [item for part in text.split(",") if (item := part.strip(OWS))]
 
 
 def with_headers(
@@ -96,7 +104,11 @@ def with_vary(headers: RawHeaders, names: Iterable[str]) -> RawHeaders:
             present.update(token.lower() for token in split_tokens(value))
     if "*" in present:
         return headers
-    missing = [name for name in names if name.lower() not in present]
+    missing = []
+    for name in names:
+        if name.lower() not in present:
+            present.add(name.lower())  # and named twice in `names`: added once
+            missing.append(name)
     if not missing:
         return headers
     added = ", ".join(missing).encode("latin-1")

@@ -23,6 +23,7 @@ __all__ = [
     "parse_host",
     "parse_host_pattern",
     "request_host",
+    "request_scheme",
 ]
 
 #: A longer Host header (or origin) is refused without looking further:
@@ -84,6 +85,12 @@ def request_host(scope: Scope) -> Host | None:
     """The parsed Host header of a request; None when it is missing, repeated or invalid."""
     values = get_headers(scope["headers"], b"host")
     return parse_host(values[0].decode("latin-1")) if len(values) == 1 else None
+
+
+def request_scheme(scope: Scope) -> str:
+    """The scheme of a request; ASGI says a scope without one is plain ``http`` (``ws``)."""
+    scheme: str | None = scope.get("scheme")
+    return scheme or ("ws" if scope["type"] == "websocket" else "http")
 
 
 def format_netloc(host: str, port: int | None = None) -> str:

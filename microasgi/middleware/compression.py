@@ -17,7 +17,14 @@ from microasgi.middleware._codecs import (
     choose_encoding,
     get_codec,
 )
-from microasgi.middleware._headers import RawHeaders, get_header, with_headers, with_vary
+from microasgi.middleware._headers import (
+    RawHeaders,
+    collect_headers,
+    get_header,
+    split_tokens,
+    with_headers,
+    with_vary,
+)
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["DEFAULT_EXCLUDED_CONTENT_TYPES", "CompressionMiddleware", "GZipMiddleware"]
@@ -44,6 +51,11 @@ DEFAULT_EXCLUDED_CONTENT_TYPES = (
 
 _LIMITER: anyio.lowlevel.RunVar[anyio.CapacityLimiter] = anyio.lowlevel.RunVar("compression")
 _FILE_CHUNK = 64 * 1024
+# The response headers that decide whether a body may be compressed at all.
+_DECIDING = frozenset({b"content-encoding", b"cache-control", b"content-type"})
+# An extension whose file would reach the client as it is: not offered to the app when
+# the body is to be compressed (pathsend is, and the middleware reads its file).
+_ZEROCOPY = "http.response.zerocopy"
 
 
 def _limiter() -> anyio.CapacityLimiter:
@@ -87,7 +99,8 @@ class CompressionMiddleware:
     304 and other bodiless statuses, responses with a Content-Encoding,
     ``Cache-Control: no-transform``, `exclude_content_types` (``type/*``
     patterns allowed; text/event-stream among the defaults), and pathsend
-    responses. A compressed response gets Content-Encoding, ``Vary:
+    responses with a Content-Length. A 304 gets the Vary and weak ETag the
+    full response would have, a 206 the Vary. A compressed response gets Content-Encoding, ``Vary:
     Accept-Encoding``, a weak ETag, no Accept-Ranges, and the new
     Content-Length (none for a stream). A stream is compressed chunk by
     chunk with a flush after each, and its headers leave at once. A chunk of
@@ -133,21 +146,39 @@ class CompressionMiddleware:
         accept = get_header(scope["headers"], b"accept-encoding")
         name = choose_encoding(accept, self.encodings) if accept else None
         codec = self.codecs[name] if name is not None else None
-        await self.app(scope, receive, _Response(self, send, codec))
+        extensions = scope.get("extensions")
+        if codec is not None and extensions and _ZEROCOPY in extensions:
+            offered = {key: value for key, value in extensions.items() if key != _ZEROCOPY}
+            scope = {**scope, "extensions": offered}
+        response = _Response(self, send, codec)
+        await self.app(scope, receive, response)
+        if response.state == _HOLD:
+            # The app started a response and ended (its error already answered by a
+            # guard that saw the start go by) without its body: the start is still
+            # here, so nothing reached the client, and a 500 can be answered further out.
+            raise RuntimeError("the app returned without sending the body of its response")
 
     def compressible(self, status: int, headers: RawHeaders) -> bool:
         """Whether a response with this status and these headers may be compressed."""
         if status < 200 or status in (204, 206, 304):
             return False
-        encoding = get_header(headers, b"content-encoding")
-        if encoding is not None and encoding.strip().lower() not in (b"", b"identity"):
+        return self.may_encode(headers)
+
+    def may_encode(self, headers: RawHeaders) -> bool:
+        """Whether content with these headers may be compressed (whatever the status).
+
+        Every field line counts: ``Cache-Control: public`` then
+        ``Cache-Control: no-transform`` is one list (RFC 9110 section 5.3).
+        """
+        found = collect_headers(headers, _DECIDING)
+        for value in found.get(b"content-encoding", ()):
+            if any(coding.lower() != "identity" for coding in split_tokens(value)):
+                return False
+        if b"no-transform" in b",".join(found.get(b"cache-control", ())).lower():
             return False
-        cache_control = get_header(headers, b"cache-control")
-        if cache_control is not None and b"no-transform" in cache_control.lower():
-            return False
-        content_type = get_header(headers, b"content-type")
-        if content_type is not None:
-            media = content_type.decode("latin-1").partition(";")[0].strip().lower()
+        content_types = found.get(b"content-type")
+        if content_types:
+            media = content_types[0].decode("latin-1").partition(";")[0].strip().lower()
             excluded = self.exclude_content_types
             if media in excluded or media.partition("/")[0] + "/*" in excluded:
                 return False
@@ -179,9 +210,18 @@ class _Response:
         kind = message["type"]
         if kind == "http.response.start":
             await self.on_start(message)
-        elif kind == "http.response.body" and self.state != _PASS:
+        elif self.state == _PASS:
+            await self.send(message)
+        elif kind == "http.response.body":
             await self.on_body(message)
-        elif kind == "http.response.pathsend" and self.state != _PASS:
+        elif self.state == _HOLD:
+            # A pathsend (the server sends the file itself) or another message that is
+            # not a body to compress: the held start goes first, as it is.
+            assert self.start is not None
+            self.state = _PASS
+            await self.send(self.start)
+            await self.send(message)
+        elif kind == "http.response.pathsend":
             await self.on_pathsend(message)
         else:
             await self.send(message)
@@ -189,12 +229,15 @@ class _Response:
     async def on_start(self, message: Message) -> None:
         headers = list(message.get("headers") or ())
         middleware = self.middleware
-        if not middleware.compressible(message["status"], headers):
-            await self.send(message)
+        if message["status"] in (206, 304):
+            await self.send(self.like_full_response(message, headers))
             return
         length = get_header(headers, b"content-length")
         if length is not None and length.isdigit() and int(length[:18]) < middleware.minimum_size:
             await self.send(message)  # too small to be worth it, whatever the client takes
+            return
+        if not middleware.compressible(message["status"], headers):
+            await self.send(message)
             return
         headers = with_vary(headers, ("Accept-Encoding",))
         if self.codec is None:
@@ -205,6 +248,19 @@ class _Response:
             self.state = _HOLD  # the body follows at once: wait for it, to give its length
         else:
             await self.start_stream()
+
+    def like_full_response(self, message: Message, headers: RawHeaders) -> Message:
+        """A 304 or 206 with the Vary the full response would have had (RFC 9110
+        sections 15.4.5, 15.3.7), and a 304 with its ETag too, so caches can match them
+        with what they keep. A 206 is of the identity bytes: its ETag stays strong."""
+        if not self.middleware.may_encode(headers):
+            return message
+        replace: dict[bytes, bytes | None] = {}
+        etag = get_header(headers, b"etag")
+        if etag is not None and self.codec is not None and message["status"] == 304:
+            replace[b"etag"] = _weak(etag)
+        headers = with_vary(with_headers(headers, replace), ("Accept-Encoding",))
+        return {**message, "headers": headers}
 
     async def start_stream(self) -> None:
         assert self.start is not None and self.codec is not None
@@ -251,12 +307,6 @@ class _Response:
         await self.send({**message, "body": data})
 
     async def on_pathsend(self, message: Message) -> None:
-        if self.state == _HOLD:
-            assert self.start is not None
-            self.state = _PASS  # the server sends the file itself: leave it as it is
-            await self.send(self.start)
-            await self.send(message)
-            return
         # Headers saying a coding are out already: compress the file ourselves.
         async with await anyio.open_file(message["path"], "rb") as file:
             while chunk := await file.read(_FILE_CHUNK):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Collection
 
-from microasgi.middleware._config import string_list
-from microasgi.middleware._headers import RawHeaders, get_header, with_vary
+from microasgi.middleware._config import string_list, token_list
+from microasgi.middleware._headers import OWS, RawHeaders, get_header, split_tokens, with_vary
 from microasgi.middleware._hosts import normalise_origin
 from microasgi.middleware._respond import send_text
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,9 +54,9 @@ class CORSMiddleware:
         max_age: int = 600,
     ) -> None:
         origins = string_list(allow_origins, "allow_origins")
-        methods = [m.upper() for m in string_list(allow_methods, "allow_methods")]
-        headers = string_list(allow_headers, "allow_headers")
-        exposed = string_list(expose_headers, "expose_headers")
+        methods = [m.upper() for m in token_list(allow_methods, "allow_methods")]
+        headers = token_list(allow_headers, "allow_headers")
+        exposed = token_list(expose_headers, "expose_headers")
         self.app = app
         self.allow_all_origins = "*" in origins
         if self.allow_all_origins and allow_credentials:
@@ -84,8 +84,8 @@ class CORSMiddleware:
         self.allow_all_headers = "*" in headers
         names: dict[str, str] = {}  # lower case -> as written (the first spelling wins)
         for name in (*SAFELISTED_HEADERS, *headers):
-            if name.strip() and name != "*":
-                names.setdefault(name.strip().lower(), name.strip())
+            if name != "*":
+                names.setdefault(name.lower(), name)
         allowed = sorted(names.values(), key=str.lower)
         self.allow_headers = frozenset(names)
 
@@ -165,13 +165,11 @@ class CORSMiddleware:
         failures = []
         if not self.is_allowed_origin(raw_origin.decode("latin-1")):
             failures.append("origin")
-        if requested_method.decode("latin-1").strip().upper() not in self.allow_methods:
+        if requested_method.decode("latin-1").strip(OWS).upper() not in self.allow_methods:
             failures.append("method")
         requested = get_header(request_headers, b"access-control-request-headers")
-        names = requested.decode("latin-1").lower().split(",") if requested else []
-        if not self.allow_all_headers and any(
-            name.strip() and name.strip() not in self.allow_headers for name in names
-        ):
+        names = split_tokens(requested.lower()) if requested else []
+        if not self.allow_all_headers and any(name not in self.allow_headers for name in names):
             failures.append("headers")
         private = get_header(request_headers, b"access-control-request-private-network")
         if private is not None and not self.allow_private_network:

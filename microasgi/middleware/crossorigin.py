@@ -74,7 +74,7 @@ class CrossOriginProtectionMiddleware:
         origin = get_header(headers, b"origin")
         site = get_header(headers, b"sec-fetch-site")
         if site is not None:
-            if site.strip().lower() in (b"same-origin", b"none"):
+            if site.strip(b" \t").lower() in (b"same-origin", b"none"):
                 return False
         elif origin is None or self.same_host(scope, origin):
             return False  # neither header: not a browser's cross-site request

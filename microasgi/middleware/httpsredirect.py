@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from microasgi.middleware._hosts import format_netloc, request_host
+from microasgi.middleware._hosts import format_netloc, request_host, request_scheme
 from microasgi.middleware._respond import same_target, send_text
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
@@ -20,9 +20,10 @@ class HTTPSRedirectMiddleware:
     after that header has been validated: a missing or malformed one gets 400,
     never a redirect to wherever it pointed. `status_code` is 307 (the method
     and body are kept) unless you choose another redirect status, e.g. 308
-    to let browsers remember it. Requests that arrive over HTTPS pass through
-    (behind a TLS-terminating proxy, put ProxyHeadersMiddleware outside this
-    one so the scheme the client used is known).
+    to let browsers remember it. Requests that arrive over HTTPS pass through;
+    a scope without a ``scheme`` is plain HTTP, as ASGI says. Behind a
+    TLS-terminating proxy, put ProxyHeadersMiddleware outside this one so the
+    scheme the client used is known.
     """
 
     def __init__(self, app: ASGIApp, https_port: int = 443, status_code: int = 307) -> None:
@@ -35,8 +36,9 @@ class HTTPSRedirectMiddleware:
         self.status_code = status_code
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scheme = scope.get("scheme")
-        if scope["type"] not in ("http", "websocket") or scheme not in _SECURE:
+        is_request = scope["type"] in ("http", "websocket")
+        secure = _SECURE.get(request_scheme(scope)) if is_request else None
+        if secure is None:  # already https or wss, or not a request
             await self.app(scope, receive, send)
             return
         parsed = request_host(scope)
@@ -44,5 +46,5 @@ class HTTPSRedirectMiddleware:
             await send_text(scope, send, 400, "Invalid host header")
             return
         port = None if self.https_port == 443 else self.https_port
-        location = same_target(scope, _SECURE[scheme], format_netloc(parsed[0], port))
+        location = same_target(scope, secure, format_netloc(parsed[0], port))
         await send_text(scope, send, self.status_code, "Redirecting", [(b"location", location)])

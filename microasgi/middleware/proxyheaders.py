@@ -7,7 +7,13 @@ import ipaddress
 from collections.abc import Iterable, Sequence
 from typing import Literal
 
-from microasgi.middleware._headers import TOKEN_CHARS, collect_headers, get_headers, split_tokens
+from microasgi.middleware._headers import (
+    OWS,
+    TOKEN_CHARS,
+    collect_headers,
+    get_headers,
+    split_tokens,
+)
 from microasgi.middleware._hosts import format_netloc, parse_host
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
@@ -16,17 +22,32 @@ __all__ = ["ProxyHeadersMiddleware", "parse_forwarded", "parse_node"]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-_SCHEMES = {"http": ("http", "ws"), "https": ("https", "wss")}  # -> (http, websocket)
+# X-Forwarded-Proto -> (the scheme of an http scope, of a websocket scope). Proxies
+# say http/https, some (Traefik) ws/wss for a WebSocket request.
+_PLAIN, _SECURE = ("http", "ws"), ("https", "wss")
+_SCHEMES = {"http": _PLAIN, "ws": _PLAIN, "https": _SECURE, "wss": _SECURE}
 _X_FORWARDED = frozenset({b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host"})
 # Strings longer than an IPv6 address with a port are never addresses.
 _MAX_NODE = 64
+
+
+def _plain(address: IPAddress) -> IPAddress:
+    """The host `address` names: an IPv4-mapped IPv6 address (``::ffff:10.0.0.1``, what a
+    dual-stack socket reports for an IPv4 peer) is its IPv4 address, a zone (``%eth0``)
+    is dropped."""
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return address.ipv4_mapped
+        if address.scope_id is not None:
+            return ipaddress.IPv6Address(int(address))
+    return address
 
 
 def parse_node(text: str) -> tuple[str, int] | None:
     """An address as proxies write it (``1.2.3.4``, ``1.2.3.4:80``, ``2001:db8::1``,
     ``[2001:db8::1]:80``) as (address, port), port 0 when not given. None for
     anything else: ``unknown``, an obfuscated ``_name``, garbage."""
-    text = text.strip()
+    text = text.strip(OWS)
     if not text or len(text) > _MAX_NODE:
         return None
     return _parse_node(text)
@@ -117,7 +138,7 @@ def parse_forwarded(value: str) -> list[dict[str, str] | None]:
     for raw_element in _split_outside_quotes(value, ","):
         element: dict[str, str] | None = {}
         for pair in _split_outside_quotes(raw_element, ";"):
-            pair = pair.strip()
+            pair = pair.strip(OWS)
             if not pair:
                 continue
             key, sep, raw = pair.partition("=")
@@ -137,7 +158,8 @@ class ProxyHeadersMiddleware:
     Only when the peer (``scope["client"]``) is one of `trusted_proxies`
     (addresses and networks such as ``"10.0.0.0/8"``, as a list or a
     comma-separated string; ``"*"`` trusts every peer, including ones without
-    an address such as a Unix socket). Otherwise nothing changes.
+    an address such as a Unix socket). Otherwise nothing changes. An IPv4-mapped
+    IPv6 address is compared as its IPv4 address, and without its zone.
 
     `header` says what your proxy sets: ``"x-forwarded"`` (X-Forwarded-For,
     -Proto and -Host, the default) or ``"forwarded"`` (RFC 7239). The other
@@ -150,8 +172,8 @@ class ProxyHeadersMiddleware:
     garbage) stops the walk: the client stays the peer. The scheme and host
     come from the same hop (the same Forwarded element, or the
     X-Forwarded-Proto/-Host value at the same position when there are as many
-    values as addresses, else the last value); a scheme other than http or
-    https, or a host that does not parse, is ignored.
+    values as addresses, else the last value); a scheme other than http,
+    https, ws or wss, or a host that does not parse, is ignored.
     """
 
     def __init__(
@@ -180,7 +202,7 @@ class ProxyHeadersMiddleware:
                 if "/" in entry:
                     self.networks.append(ipaddress.ip_network(entry, strict=False))
                 else:
-                    self.addresses.add(ipaddress.ip_address(entry))
+                    self.addresses.add(_plain(ipaddress.ip_address(entry)))
             except ValueError:
                 raise ValueError(
                     f"trusted_proxies: {entry!r} is not an IP address or network"
@@ -194,7 +216,10 @@ class ProxyHeadersMiddleware:
             ip = ipaddress.ip_address(address)
         except ValueError:
             return False
-        return ip in self.addresses or any(ip in network for network in self.networks)
+        plain = _plain(ip)
+        return plain in self.addresses or any(
+            ip in network or plain in network for network in self.networks
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
@@ -230,7 +255,7 @@ class ProxyHeadersMiddleware:
         schemes = _SCHEMES.get(proto.lower()) if proto else None
         if schemes is not None:
             scope["scheme"] = schemes[scope["type"] == "websocket"]
-        parsed = parse_host(host.strip()) if host else None
+        parsed = parse_host(host.strip(OWS)) if host else None
         if parsed is not None:
             netloc = format_netloc(*parsed).encode("latin-1")
             others = [(k, v) for k, v in headers if k.lower() != b"host"]

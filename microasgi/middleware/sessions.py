@@ -12,7 +12,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from microasgi.middleware._headers import TOKEN_CHARS, get_headers, with_vary
+from microasgi.datastructures import quote_path
+from microasgi.middleware._headers import OWS, TOKEN_CHARS, get_headers, with_vary
 from microasgi.middleware._respond import send_text
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -33,7 +34,9 @@ MAX_COOKIE_SIZE = 4096
 
 _PURPOSE = b"microasgi.session.v1"
 _CLOCK_SKEW = 60  # seconds a cookie may seem to come from the future (clocks of workers)
-_UNSAFE = frozenset(';,"\r\n\t\x00')
+# What a cookie attribute value may hold (RFC 6265 section 4.1.1: any CHAR but the
+# controls and ";"): printable ASCII. Commas and quotes are left out too, as before.
+_ATTRIBUTE_CHARS = frozenset(chr(c) for c in range(0x20, 0x7F)) - frozenset(';,"')
 _BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
@@ -83,10 +86,12 @@ class SessionSigner:
             return None
         if not payload.isascii():
             return None
-        signature = _b64decode(signature_text)
         message = f"{payload}.{issued_text}".encode("ascii")
         for index, key in enumerate(self.keys):
-            if hmac.compare_digest(hmac.digest(key, message, "sha256"), signature):
+            # Compared as written: the last character has spare bits, and other
+            # spellings of the same bytes are not what we signed.
+            expected = _b64encode(hmac.digest(key, message, "sha256"))
+            if hmac.compare_digest(expected, signature_text):
                 issued = int(issued_text)
                 if issued > now + _CLOCK_SKEW or (max_age is not None and now - issued > max_age):
                     return None
@@ -100,13 +105,23 @@ def _cookie_values(headers: list[tuple[bytes, bytes]], name: str) -> list[str]:
     for header in get_headers(headers, b"cookie"):
         for pair in header.decode("latin-1").split(";"):
             key, sep, value = pair.partition("=")
-            if sep and key.strip() == name:
-                values.append(value.strip().strip('"'))
+            if sep and key.strip(OWS) == name:
+                values.append(value.strip(OWS).strip('"'))
     return values
 
 
 class SessionNotSaved(Exception):
     """The session could not be written to its cookie (too large, or not JSON)."""
+
+
+def _check_prefix(name: str, *, https_only: bool, path: str, domain: str | None) -> None:
+    """ValueError when browsers would refuse a cookie of this name and these attributes
+    (the ``__Secure-`` and ``__Host-`` prefixes), rather than drop it without a word."""
+    prefix = name[: name.find("-") + 1]  # compared without case, as browsers do
+    if prefix.lower() in ("__secure-", "__host-") and not https_only:
+        raise ValueError(f"a cookie named {prefix}... needs https_only=True (Secure)")
+    if prefix.lower() == "__host-" and (path != "/" or domain is not None):
+        raise ValueError(f"a cookie named {prefix}... needs path='/' and no domain")
 
 
 def _dumps(session: dict[str, Any]) -> str:
@@ -159,9 +174,16 @@ class SessionMiddleware:
             raise ValueError("partitioned=True needs https_only=True (browsers require Secure)")
         if not session_cookie or not TOKEN_CHARS.issuperset(session_cookie):
             raise ValueError(f"session_cookie {session_cookie!r} is not a valid cookie name")
+        if max_age is not None and max_age <= 0:
+            raise ValueError(
+                f"max_age must be a number of seconds above 0 (or None), not {max_age}"
+            )
         for name, value in (("path", path), ("domain", domain or "")):
-            if any(char in _UNSAFE for char in value):
+            if not _ATTRIBUTE_CHARS.issuperset(value):
                 raise ValueError(f"{name} {value!r} cannot go in a cookie")
+        if not path.startswith("/"):
+            raise ValueError(f"path {path!r} must start with '/' (browsers ignore it otherwise)")
+        _check_prefix(session_cookie, https_only=https_only, path=path, domain=domain)
         self.app = app
         self.signer = SessionSigner(secrets)
         self.session_cookie = session_cookie
@@ -230,7 +252,9 @@ class SessionMiddleware:
                 header = self.set_cookie_header(scope[SESSION_KEY], loaded, resign)
             except SessionNotSaved as exc:
                 failed = True  # the app's response goes nowhere: ours replaces it
-                logger.error("Session of %s %s not saved: %s", scope["method"], scope["path"], exc)
+                # The path as a URL has it: a decoded one could carry a line break.
+                path = quote_path(scope["path"])
+                logger.error("Session of %s %s not saved: %s", scope["method"], path, exc)
                 await send_text(scope, send, 500, "Internal Server Error")
                 return
             headers = list(message.get("headers") or ())
@@ -255,7 +279,7 @@ class SessionMiddleware:
             if _dumps(session) == loaded and not resign:
                 return None
             pair = self.cookie_pair(session)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:  # not JSON, circular, too deep
             raise SessionNotSaved(f"a value cannot be stored as JSON ({exc})") from exc
         if len(pair) > MAX_COOKIE_SIZE:
             raise SessionNotSaved(

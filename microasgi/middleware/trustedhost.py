@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from microasgi.middleware._config import string_list
-from microasgi.middleware._hosts import format_netloc, parse_host_pattern, request_host
+from microasgi.middleware._hosts import (
+    format_netloc,
+    parse_host_pattern,
+    request_host,
+    request_scheme,
+)
 from microasgi.middleware._respond import same_target, send_text
 from microasgi.types import ASGIApp, Receive, Scope, Send
 
@@ -70,8 +75,7 @@ class TrustedHostMiddleware:
             return
         if parsed is not None and self.www_redirect and "www." + parsed[0] in self.hosts:
             host, port = parsed
-            scheme = scope.get("scheme") or ("ws" if scope["type"] == "websocket" else "http")
-            location = same_target(scope, scheme, format_netloc("www." + host, port))
+            location = same_target(scope, request_scheme(scope), format_netloc("www." + host, port))
             await send_text(scope, send, 307, "Redirecting", [(b"location", location)])
             return
         await send_text(scope, send, 400, "Invalid host header")

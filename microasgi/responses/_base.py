@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
 from email.utils import format_datetime
@@ -15,7 +16,14 @@ from microasgi.background import BackgroundTask
 from microasgi.datastructures import MutableHeaders, _check_header
 from microasgi.types import Receive, Scope, Send
 
+logger = logging.getLogger("microasgi")
+
 _CONTENT_TYPES: dict[tuple[str, str], tuple[bytes, bytes]] = {}
+
+
+def log_gone(scope: Scope, exc: OSError) -> None:
+    method, path = scope.get("method"), scope.get("path")
+    logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
 
 
 def _content_type_header(media_type: str | None, charset: str) -> tuple[bytes, bytes] | None:
@@ -78,6 +86,7 @@ class Response:
             self.charset = rest.split(";")[0].strip(' "')
 
     def render(self, content: Any) -> bytes:
+        """The body for `content`: bytes as they are, str encoded with `charset`, None empty."""
         if isinstance(content, bytes):
             return content
         if isinstance(content, str):
@@ -181,11 +190,19 @@ class Response:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        body = b"" if scope.get("method") == "HEAD" else self.body
-        await send({"type": "http.response.body", "body": body})
+        try:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": self.status_code,
+                    "headers": self.raw_headers,
+                }
+            )
+            body = b"" if scope.get("method") == "HEAD" else self.body
+            await send({"type": "http.response.body", "body": body})
+        except OSError as exc:  # ASGI 2.4: the client is gone; nothing more to do for it
+            log_gone(scope, exc)
+            return
         if self.background is not None:
             await self.background()
 
@@ -194,10 +211,14 @@ class Response:
 
 
 class HTMLResponse(Response):
+    """An HTML page: `text/html; charset=utf-8`."""
+
     media_type = "text/html"
 
 
 class PlainTextResponse(Response):
+    """Text: `text/plain; charset=utf-8`."""
+
     media_type = "text/plain"
 
 
@@ -207,24 +228,12 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
+        """Compact UTF-8 JSON; NaN and the infinities are refused (ValueError)."""
         return encode_json(content)
 
 
 JSON_CONTENT_TYPE = (b"content-type", b"application/json")
 TEXT_CONTENT_TYPE = (b"content-type", b"text/plain; charset=utf-8")
-
-
-async def send_body(
-    scope: Scope, send: Send, body: bytes, content_type: tuple[bytes, bytes]
-) -> None:
-    """Send a 200 response with `body`, as JSONResponse or PlainTextResponse would.
-
-    The endpoint fast path for a returned dict, list or str, without building
-    a Response object for it.
-    """
-    headers = [(b"content-length", str(len(body)).encode()), content_type]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
 
 class RedirectResponse(Response):

@@ -10,7 +10,7 @@ import secrets
 import stat
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from email.utils import formatdate
 from urllib.parse import quote
 
@@ -28,8 +28,8 @@ from microasgi.responses._ranges import (
     parse_http_date,
     parse_range,
 )
-from microasgi.responses._streaming import _unwrap_single_error
-from microasgi.types import Message, Receive, Scope, Send
+from microasgi.responses._stream import sent, until_disconnect
+from microasgi.types import Receive, Scope, Send
 
 __all__ = [
     "CHUNK_SIZE",
@@ -251,18 +251,24 @@ def _chunk_sizes(start: int, end: int, chunk_size: int, count: int) -> list[int]
     return sizes
 
 
-def open_file(path: str, prefetch: int = 0) -> OpenedFile:
+def open_file(
+    path: str, prefetch: int = 0, verify: Callable[[int, os.stat_result], None] | None = None
+) -> OpenedFile:
     """Open `path` and fstat it (blocking: run it in a worker thread).
 
     A file of at most `prefetch` bytes is read whole and closed at once, so a
     small file costs one trip to a thread. Raises NotAFileError for anything
-    but a regular file, and the OSError of open() otherwise.
+    but a regular file, and the OSError of open() otherwise. `verify` is
+    called with the descriptor and its fstat before anything is read; what
+    it raises closes the file and is raised.
     """
     fd = os.open(path, _OPEN_FLAGS)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotAFileError(f"{path} is not a regular file")
+        if verify is not None:
+            verify(fd, st)
         if st.st_size <= prefetch:
             data = read_at(fd, 0, st.st_size)
             os.close(fd)
@@ -281,6 +287,22 @@ def _stat_file(path: str) -> os.stat_result:
 
 
 # -- the response ----------------------------------------------------------------------------
+
+
+def _last_modified(mtime: float) -> tuple[int, bytes] | None:
+    """The Last-Modified time for a modification time: whole seconds, and as a header.
+
+    Never later than now: a file dated in the future (a clock that was wrong,
+    an archive unpacked with its times) is sent as modified now, as RFC 9110
+    section 8.8.2.1 requires. None for a time no HTTP-date can express
+    (before the year 1).
+    """
+    seconds = min(int(mtime), int(time.time()))
+    try:
+        return seconds, formatdate(seconds, usegmt=True).encode()
+    except (ValueError, OverflowError, OSError):
+        return None
+
 
 PRECONDITION_HEADERS = {
     b"range": "range",
@@ -350,7 +372,8 @@ class FileResponse(Response):
       ``http.response.pathsend`` extension when the server offers it.
 
     `stat_result` (an `os.stat_result` of the file) saves a stat when the file
-    is sent through pathsend or for HEAD; otherwise the file's own fstat is used.
+    is sent through pathsend or for HEAD; otherwise the open file's own fstat
+    is used, for the validators too if the file changed since `stat_result`.
     """
 
     chunk_size = CHUNK_SIZE
@@ -404,8 +427,13 @@ class FileResponse(Response):
             disposition = content_disposition(filename, content_disposition_type)
             raw.append((b"content-disposition", disposition.encode("latin-1")))
         self.raw_headers = raw
+        # The ETag and Last-Modified added for `stat_result`: replaced when the file
+        # turns out to have changed by the time it is opened.
+        self._validators: tuple[tuple[bytes, bytes], ...] = ()
         if stat_result is not None:
+            given = len(raw)
             self._headers_for(stat_result, into=raw)
+            self._validators = tuple(raw[given:])
 
     def _headers_for(
         self, st: os.stat_result, into: list[tuple[bytes, bytes]] | None = None
@@ -425,12 +453,32 @@ class FileResponse(Response):
         if etag is None:
             etag = etag_for(st.st_mtime_ns, st.st_size)
             headers.append((b"etag", etag.encode("latin-1")))
-        if last_modified_text is None:
-            last_modified: int | None = int(st.st_mtime)
-            headers.append((b"last-modified", formatdate(st.st_mtime, usegmt=True).encode()))
-        else:
-            last_modified = parse_http_date(last_modified_text)
-        return headers, etag, last_modified
+        if last_modified_text is not None:
+            return headers, etag, parse_http_date(last_modified_text)
+        found = _last_modified(st.st_mtime)
+        if found is None:
+            return headers, etag, None
+        headers.append((b"last-modified", found[1]))
+        return headers, etag, found[0]
+
+    def _headers_without_stale(self, st: os.stat_result) -> list[tuple[bytes, bytes]]:
+        """A copy of the headers, less the validators of `stat_result` if `st` differs.
+
+        A `stat_result` taken before the file changed would otherwise label the
+        new content with the old ETag, and an If-Range with that tag would
+        splice new bytes into the client's old copy.
+        """
+        headers = list(self.raw_headers)
+        given = self.stat_result
+        if (
+            self._validators
+            and given is not None
+            and st is not given
+            and (st.st_mtime_ns, st.st_size) != (given.st_mtime_ns, given.st_size)
+        ):
+            stale = self._validators
+            headers = [item for item in headers if not any(item is old for old in stale)]
+        return headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope.get("method")
@@ -487,7 +535,7 @@ class FileResponse(Response):
     ) -> bool:
         """Send the response; True once it is complete."""
         method = scope.get("method")
-        headers, etag, last_modified = self._headers_for(st)
+        headers, etag, last_modified = self._headers_for(st, self._headers_without_stale(st))
         # A small file was read already: if it shrank between fstat and read, what
         # was read is the file (nothing has been announced yet).
         size = len(opened.data) if opened is not None and opened.data is not None else st.st_size
@@ -610,7 +658,7 @@ async def _send_pieces(
     async def send_all() -> bool:
         fd = opened.fd
         assert fd is not None
-        sent = 0
+        written = 0
         finished = False
         pending = b""  # literal bytes (multipart headers) to go out with the next chunk
         for piece in pieces:
@@ -621,47 +669,40 @@ async def _send_pieces(
             while start < end:
                 # Several chunks per trip to a thread: the trip costs more than the read.
                 sizes = _chunk_sizes(start, end, chunk_size, READ_AHEAD)
-                chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
+                try:
+                    chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
+                except OSError:
+                    # Not the client's doing (that OSError comes from send()): say so.
+                    logger.exception(
+                        "Reading %s failed after %d of %d bytes were sent; the response ends short",
+                        opened.path,
+                        written,
+                        total,
+                    )
+                    return False
                 for wanted, chunk in zip(sizes, chunks, strict=False):
                     if len(chunk) < wanted:
-                        _log_shrink(opened.path, sent, total)
+                        _log_shrink(opened.path, written, total)
                         return False
                     start += wanted
                     body = pending + chunk if pending else chunk
                     pending = b""
-                    sent += len(body)
-                    finished = sent >= total
-                    await send(
-                        {"type": "http.response.body", "body": body, "more_body": not finished}
-                    )
+                    written += len(body)
+                    finished = written >= total
+                    message = {
+                        "type": "http.response.body",
+                        "body": body,
+                        "more_body": not finished,
+                    }
+                    if not await sent(send, message):
+                        return False
                 if len(chunks) < len(sizes):
-                    _log_shrink(opened.path, sent, total)
+                    _log_shrink(opened.path, written, total)
                     return False
         if not finished:
-            await send({"type": "http.response.body", "body": pending})
+            return await sent(send, {"type": "http.response.body", "body": pending})
         return True
 
-    try:
-        if total <= chunk_size:
-            return await send_all()
-        return await _until_disconnect(receive, send_all)
-    except OSError:
-        return False  # ASGI 2.4 servers raise OSError from send() once the client is gone
-
-
-async def _until_disconnect(receive: Receive, work: Callable[[], Awaitable[bool]]) -> bool:
-    """Run `work`, cancelled if the client disconnects first (then False)."""
-    result = False
-    with _unwrap_single_error():
-        async with anyio.create_task_group() as tg:
-
-            async def watch() -> None:
-                message: Message = await receive()
-                while message["type"] != "http.disconnect":
-                    message = await receive()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(watch)
-            result = await work()
-            tg.cancel_scope.cancel()
-    return result
+    if total <= chunk_size:
+        return await send_all()
+    return await until_disconnect(receive, send_all)

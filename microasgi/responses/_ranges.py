@@ -9,8 +9,10 @@ time linear in their length at most.
 from __future__ import annotations
 
 import calendar
+import datetime
+import re
+import time
 from collections.abc import Iterator
-from email.utils import parsedate_tz
 
 __all__ = [
     "NOT_MODIFIED",
@@ -23,8 +25,8 @@ __all__ = [
     "parse_range",
 ]
 
-#: Numbers with more digits than this are larger than any file: they are read
-#: as `_BEYOND` instead of being converted (int() of a long string is slow).
+#: Numbers with more significant digits than this are larger than any file: they
+#: are read as `_BEYOND` instead of being converted (int() of a long string is slow).
 _MAX_DIGITS = 18
 _BEYOND: int = 10**_MAX_DIGITS
 #: No real HTTP-date is longer than this; longer values are not parsed.
@@ -40,12 +42,16 @@ PRECONDITION_FAILED = 412
 
 
 def _number(text: str) -> int | None:
-    """A run of ASCII digits as an int (None if it is not one); `_BEYOND` if very long."""
+    """A run of ASCII digits as an int (None if it is not one); `_BEYOND` if very large.
+
+    Leading zeros are allowed (1*DIGIT) and do not count towards the size.
+    """
     if not text or not _DIGITS.issuperset(text):
         return None
-    if len(text) > _MAX_DIGITS:
+    significant = text.lstrip("0")
+    if len(significant) > _MAX_DIGITS:
         return _BEYOND
-    return int(text)
+    return int(significant) if significant else 0
 
 
 def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]] | None:
@@ -57,8 +63,8 @@ def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]
     `max_ranges` ranges. Returns an empty list when the syntax is valid but no
     range is satisfiable (416). Otherwise the satisfiable ranges as
     ``(start, end)`` pairs, `end` exclusive, with overlapping and adjacent ones
-    merged; they keep the order of the request unless some were merged, then
-    they are in ascending order.
+    merged, in the order of the request (a merged range where its first part
+    was).
     """
     unit, equals, range_set = header.partition("=")
     if not equals or unit.strip(_OWS).lower() != "bytes":
@@ -97,21 +103,27 @@ def parse_range(header: str, size: int, max_ranges: int) -> list[tuple[int, int]
 
 
 def _coalesce(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Merge overlapping and adjacent ranges: one sort, then one pass (n log n)."""
+    """Merge overlapping and adjacent ranges: sorts and one pass (n log n).
+
+    The parts keep the order of the request (RFC 9110 section 14.6); a merged
+    part takes the place of the first of the ranges it was made of.
+    """
     if len(ranges) < 2:
         return ranges
-    ordered = sorted(ranges)
-    merged = [ordered[0]]
-    for start, end in ordered[1:]:
-        last_start, last_end = merged[-1]
-        if start <= last_end:
-            if end > last_end:
-                merged[-1] = (last_start, end)
+    order = sorted(range(len(ranges)), key=ranges.__getitem__)
+    merged: list[list[int]] = []  # [start, end, index of its first range in the request]
+    for index in order:
+        start, end = ranges[index]
+        if merged and start <= merged[-1][1]:
+            last = merged[-1]
+            last[1] = max(last[1], end)
+            last[2] = min(last[2], index)
         else:
-            merged.append((start, end))
-    # Nothing merged: the parts go out in the order they were asked for
-    # (RFC 9110 section 14.6 asks for that).
-    return ranges if len(merged) == len(ranges) else merged
+            merged.append([start, end, index])
+    if len(merged) == len(ranges):
+        return ranges  # nothing merged
+    merged.sort(key=lambda part: part[2])
+    return [(start, end) for start, end, _ in merged]
 
 
 # -- entity tags and dates ---------------------------------------------------------------
@@ -161,17 +173,58 @@ def matches_any(header: str, etag: str, *, weak: bool) -> bool:
     return any(tag == opaque and (weak or not tag_weak) for tag_weak, tag in _entity_tags(header))
 
 
+_DAY = "(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun)"
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_MONTH = "(" + "|".join(_MONTHS) + ")"
+_TIME = "([0-9]{2}):([0-9]{2}):([0-9]{2})"
+#: The three forms of RFC 9110 section 5.6.7, exactly (names are case-sensitive).
+_IMF_FIXDATE = re.compile(f"{_DAY}, ([0-9]{{2}}) {_MONTH} ([0-9]{{4}}) {_TIME} GMT")
+_RFC850_DATE = re.compile(
+    "(?:Monday|Tuesday|Wednesday|Thursday|Friday|Saturday|Sunday), "
+    f"([0-9]{{2}})-{_MONTH}-([0-9]{{2}}) {_TIME} GMT"
+)
+_ASCTIME_DATE = re.compile(f"{_DAY} {_MONTH} ([0-9]{{2}}| [0-9]) {_TIME} ([0-9]{{4}})")
+
+
+def _timestamp(year: int, month: str, day: str, hour: str, minute: str, second: str) -> int | None:
+    """Unix seconds for the parts of a date, or None if no such day or time exists."""
+    month_number = _MONTHS.index(month) + 1
+    try:
+        # datetime checks the day against the month (no 30 February) and the year (1-9999).
+        datetime.date(year, month_number, int(day))
+    except ValueError:
+        return None
+    clock = int(hour), int(minute), int(second)
+    if clock[0] > 23 or clock[1] > 59 or clock[2] > 60:  # 60: a leap second
+        return None
+    return calendar.timegm((year, month_number, int(day), *clock))
+
+
 def parse_http_date(value: str) -> int | None:
-    """An HTTP-date (any of the three formats of RFC 9110 section 5.6.7) as Unix seconds."""
+    """An HTTP-date (one of the three forms of RFC 9110 section 5.6.7) as Unix seconds.
+
+    None for anything else: another zone than GMT, a list of dates, text around
+    the date, a day or time that does not exist. The conditional headers must
+    ignore such values (RFC 9110 sections 13.1.3 and 13.1.4), not guess.
+    """
     if len(value) > _MAX_DATE_LENGTH:
         return None
-    parsed = parsedate_tz(value)
-    if parsed is None:
-        return None
-    try:
-        return calendar.timegm((*parsed[:6], 0, 0, 0)) - (parsed[9] or 0)
-    except (ValueError, OverflowError):
-        return None
+    value = value.strip(_OWS)
+    if match := _IMF_FIXDATE.fullmatch(value):
+        day, month, year, hour, minute, second = match.groups()
+        return _timestamp(int(year), month, day, hour, minute, second)
+    if match := _RFC850_DATE.fullmatch(value):
+        day, month, short_year, hour, minute, second = match.groups()
+        # A two-digit year more than 50 years ahead is the last such year in the past.
+        this_year = time.gmtime().tm_year
+        year = this_year - this_year % 100 + int(short_year)
+        if year > this_year + 50:
+            year -= 100
+        return _timestamp(year, month, day, hour, minute, second)
+    if match := _ASCTIME_DATE.fullmatch(value):
+        month, day, hour, minute, second, year = match.groups()
+        return _timestamp(int(year), month, day.strip(), hour, minute, second)
+    return None
 
 
 # -- preconditions (RFC 9110 section 13.2.2) ---------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Mapping
 from typing import Any
 
 import anyio
@@ -13,9 +13,9 @@ import anyio.to_thread
 
 from microasgi._json import encode_json
 from microasgi.background import BackgroundTask
-from microasgi.responses._base import Response
-from microasgi.responses._streaming import _aiter_chunks, _unwrap_single_error
-from microasgi.types import Message, Receive, Scope, Send
+from microasgi.responses._stream import sent, unwrap_single_error
+from microasgi.responses._streaming import StreamingResponse
+from microasgi.types import Message, Send
 
 __all__ = ["EventSourceResponse", "ServerSentEvent"]
 
@@ -33,6 +33,13 @@ def _single_line(name: str, value: Any) -> str:
         raise TypeError(f"ServerSentEvent {name} must be a str, not {type(value).__name__}")
     if "\r" in value or "\n" in value:
         raise ValueError(f"ServerSentEvent {name} cannot contain CR or LF")
+    return value
+
+
+def _retry(value: Any) -> int:
+    # The spec's parser takes only ASCII digits: a non-negative int, nothing else.
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("ServerSentEvent retry must be a non-negative int (milliseconds)")
     return value
 
 
@@ -69,11 +76,7 @@ class ServerSentEvent:
         self.id = None if id is None else _single_line("id", id)
         if self.id is not None and "\0" in self.id:
             raise ValueError("ServerSentEvent id cannot contain NUL")
-        if retry is not None and (
-            not isinstance(retry, int) or isinstance(retry, bool) or retry < 0
-        ):
-            raise ValueError("ServerSentEvent retry must be a non-negative int (milliseconds)")
-        self.retry = retry
+        self.retry = None if retry is None else _retry(retry)
         self.comment = None if comment is None else _single_line("comment", comment)
 
     def encode(self) -> bytes:
@@ -90,7 +93,7 @@ class ServerSentEvent:
                 raise ValueError("ServerSentEvent id cannot contain NUL")
             lines.append(f"id: {_single_line('id', self.id)}")
         if self.retry is not None:
-            lines.append(f"retry: {self.retry}")
+            lines.append(f"retry: {_retry(self.retry)}")
         if self.data is not None:
             # Empty data is one "data:" line: clients dispatch an event with empty data.
             lines.extend(f"data: {line}" for line in _LINE_BREAK.split(self.data))
@@ -109,17 +112,6 @@ class ServerSentEvent:
         values = ((f, getattr(self, f)) for f in _FIELDS)
         fields = ", ".join(f"{f}={value!r}" for f, value in values if value is not None)
         return f"ServerSentEvent({fields})"
-
-
-async def _close(iterable: Any) -> None:
-    """Close an iterator that was never iterated (an async one, or a sync one in a thread)."""
-    aclose = getattr(iterable, "aclose", None)
-    if aclose is not None:
-        await aclose()
-        return
-    close = getattr(iterable, "close", None)
-    if close is not None:
-        await anyio.to_thread.run_sync(close)
 
 
 def encode_event(item: Any) -> bytes:
@@ -146,7 +138,7 @@ def encode_event(item: Any) -> bytes:
     )
 
 
-class EventSourceResponse(Response):
+class EventSourceResponse(StreamingResponse):
     """A ``text/event-stream`` response fed by an (async) iterable of events.
 
     The iterable yields ServerSentEvent objects, str (the data of an event) or
@@ -180,71 +172,48 @@ class EventSourceResponse(Response):
             raise ValueError("ping must be a non-negative number of seconds, 0 or None")
         if send_timeout is not None and send_timeout <= 0:
             raise ValueError("send_timeout must be a positive number of seconds or None")
-        self.body_iterator = content
         self.ping = ping or None
         self.send_timeout = send_timeout
-        self.status_code = status_code
-        self.background = background
-        self.body = b""
-        raw = self._init_headers(headers, None)
-        names = {name for name, _ in raw}
+        super().__init__(content, status_code, headers, background=background)
+        names = {name for name, _ in self.raw_headers}
         if b"cache-control" not in names:
-            raw.append((b"cache-control", b"no-store"))
+            self.raw_headers.append((b"cache-control", b"no-store"))
         if b"x-accel-buffering" not in names:
-            raw.append((b"x-accel-buffering", b"no"))
-        self.raw_headers = raw
+            self.raw_headers.append((b"x-accel-buffering", b"no"))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = _aiter_chunks(self.body_iterator)
-        completed = False
-        try:
-            status, headers = self.status_code, self.raw_headers
-            await send({"type": "http.response.start", "status": status, "headers": headers})
-            if scope.get("method") == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
-                completed = True
-                await _close(self.body_iterator)  # never iterated: close it ourselves
-            else:
-                completed = await self._stream(iterator, receive, send)
-        except OSError:
-            pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
-        finally:
-            with anyio.CancelScope(shield=True):
-                await iterator.aclose()
-        if completed and self.background is not None:
-            await self.background()
+    async def _stream(
+        self, iterator: AsyncGenerator[Any, None], send: Send, ended: list[bool]
+    ) -> bool:
+        """Send events until the iterable ends (then True, also put in `ended`), or the
+        client is gone or stuck (False).
 
-    async def _stream(self, iterator: Any, receive: Receive, send: Send) -> bool:
-        """Send events until the iterable ends (True), or the client leaves (False)."""
+        What the iterable raises is raised: only send() speaks for the client.
+        """
         ping = self.ping
         send_timeout = self.send_timeout
         lock = anyio.Lock()
         last_sent = anyio.current_time()
-        completed = False
 
-        async def write(body: bytes) -> bool:
-            """Send one chunk; False when the client is gone or too slow."""
+        async def write(body: bytes, more_body: bool = True) -> bool:
+            """Send one body message; False when the client is gone or too slow."""
             nonlocal last_sent
+            message: Message = {"type": "http.response.body", "body": body, "more_body": more_body}
             async with lock:
                 if send_timeout is None:
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    if not await sent(send, message):
+                        return False
                 else:
                     with anyio.move_on_after(send_timeout) as timer:
-                        await send({"type": "http.response.body", "body": body, "more_body": True})
+                        if not await sent(send, message):
+                            return False
                     if timer.cancelled_caught:
                         logger.debug("Event stream ended: a send waited over %ss", send_timeout)
                         return False
                 last_sent = anyio.current_time()
             return True
 
-        with _unwrap_single_error():
+        with unwrap_single_error():
             async with anyio.create_task_group() as tg:
-
-                async def watch_disconnect() -> None:
-                    message: Message = await receive()
-                    while message["type"] != "http.disconnect":
-                        message = await receive()
-                    tg.cancel_scope.cancel()
 
                 async def keep_alive(interval: float) -> None:
                     while True:
@@ -252,21 +221,16 @@ class EventSourceResponse(Response):
                         if delay > 0:
                             await anyio.sleep(delay)
                         elif not await write(PING):
-                            tg.cancel_scope.cancel()
+                            tg.cancel_scope.cancel()  # ends the iteration too
                             return
 
-                tg.start_soon(watch_disconnect)
                 if ping is not None:
                     tg.start_soon(keep_alive, ping)
-                try:
-                    async for item in iterator:
-                        if not await write(encode_event(item)):
-                            break
-                    else:
-                        async with lock:
-                            await send({"type": "http.response.body", "body": b""})
-                        completed = True
-                except OSError:
-                    pass
+                async for item in iterator:
+                    if not await write(encode_event(item)):
+                        break
+                else:
+                    if await write(b"", more_body=False):
+                        ended.append(True)
                 tg.cancel_scope.cancel()
-        return completed
+        return bool(ended)

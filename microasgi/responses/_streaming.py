@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any, TypeVar
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable
+from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from microasgi.responses._base import Response
-from microasgi.types import Receive, Scope, Send
+from microasgi.responses._stream import aiter_chunks, close_unused, sent, until_disconnect
+from microasgi.types import Message, Receive, Scope, Send
 
 __all__ = ["StreamingResponse"]
-
-T = TypeVar("T")
 
 
 ContentStream = AsyncIterable[str | bytes] | Iterable[str | bytes]
@@ -25,106 +22,57 @@ class StreamingResponse(Response):
 
     `StreamingResponse(content, status_code=200, headers=None, media_type=None,
     background=None)`, `content` an iterable of str or bytes chunks; there is
-    no Content-Length. Sync iterables are advanced in a worker thread. When the client goes away
-    the iteration stops and the iterator is closed (`aclose()` / `close()`),
-    so `finally:` blocks in generators run; background tasks then do not run.
+    no Content-Length. Sync iterables are advanced in a worker thread. When the
+    client goes away the iteration stops and the iterable is closed
+    (`aclose()` / `close()`), so `finally:` blocks in generators run; background
+    tasks then do not run. An exception the iterable raises (an `OSError`
+    included: only `send()` speaks for the client) ends the response short and
+    is logged.
     """
 
-    body_iterator: ContentStream
+    body_iterator: Any
 
-    def _take(self, content: ContentStream) -> int | None:
+    def _take(self, content: Any) -> int | None:
         self.body = b""
         self.body_iterator = content
         return None  # sent with chunked encoding (HTTP/1.1) or its HTTP/2 framing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        iterator = _aiter_chunks(self.body_iterator)
-        completed = False
+        iterator = aiter_chunks(self.body_iterator)
+        streamed = completed = False
         try:
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": self.status_code,
-                    "headers": self.raw_headers,
-                }
-            )
-            if scope.get("method") == "HEAD":
-                await send({"type": "http.response.body", "body": b""})
-                completed = True
+            start = {"type": "http.response.start", "status": self.status_code}
+            if not await sent(send, {**start, "headers": self.raw_headers}):
+                pass  # the client left before the headers
+            elif scope.get("method") == "HEAD":
+                completed = await sent(send, {"type": "http.response.body", "body": b""})
             else:
-                with _unwrap_single_error():
-                    async with anyio.create_task_group() as tg:
-
-                        async def watch_disconnect() -> None:
-                            while (await receive())["type"] != "http.disconnect":
-                                pass
-                            tg.cancel_scope.cancel()
-
-                        tg.start_soon(watch_disconnect)
-                        completed = await self._send_body(iterator, send)
-                        tg.cancel_scope.cancel()
-        except OSError:
-            pass  # ASGI 2.4 servers raise an OSError from send() once the client is gone
+                streamed = True
+                # Told through `ended`, not a return value: a disconnect noticed after
+                # the last message went out must not turn a complete stream incomplete.
+                ended: list[bool] = []
+                await until_disconnect(receive, lambda: self._stream(iterator, send, ended))
+                completed = bool(ended)
         finally:
             with anyio.CancelScope(shield=True):
                 await iterator.aclose()
+                if not streamed:
+                    await close_unused(self.body_iterator)  # never iterated: close it here
         if completed and self.background is not None:
             await self.background()
 
-    async def _send_body(self, iterator: AsyncGenerator[str | bytes, None], send: Send) -> bool:
-        """Send every chunk; False if the client went away (send raised OSError)."""
+    async def _stream(
+        self, iterator: AsyncGenerator[Any, None], send: Send, ended: list[bool]
+    ) -> bool:
+        """Send every chunk, then the end (True, also put in `ended`); False as soon as
+        the client is gone."""
         charset = self.charset
-        try:
-            async for chunk in iterator:
-                if isinstance(chunk, str):
-                    chunk = chunk.encode(charset)
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        except OSError:
-            return False
-        return True
-
-
-@contextmanager
-def _unwrap_single_error() -> Iterator[None]:
-    """Let the iterator's own exception out of the task group, not an ExceptionGroup."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
-
-
-_STOP = object()
-
-
-def _next_or_stop(iterator: Iterator[Any]) -> Any:
-    return next(iterator, _STOP)
-
-
-async def _aiter_chunks(content: AsyncIterable[T] | Iterable[T]) -> AsyncGenerator[T, None]:
-    """One async generator over either kind of iterable, closing the source when closed.
-
-    A sync iterable is advanced in a worker thread.
-    """
-    if isinstance(content, AsyncIterable):
-        source = content.__aiter__()
-        try:
-            async for chunk in source:
-                yield chunk
-        finally:
-            aclose = getattr(source, "aclose", None)
-            if aclose is not None:
-                with anyio.CancelScope(shield=True):
-                    await aclose()
-    else:
-        sync_iter = iter(content)
-        try:
-            while (chunk := await anyio.to_thread.run_sync(_next_or_stop, sync_iter)) is not _STOP:
-                yield chunk
-        finally:
-            close = getattr(sync_iter, "close", None)
-            if close is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(close)
+        async for chunk in iterator:
+            body = chunk.encode(charset) if isinstance(chunk, str) else chunk
+            message: Message = {"type": "http.response.body", "body": body, "more_body": True}
+            if not await sent(send, message):
+                return False
+        if await sent(send, {"type": "http.response.body", "body": b""}):
+            ended.append(True)
+            return True
+        return False

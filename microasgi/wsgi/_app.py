@@ -19,6 +19,7 @@ import anyio.lowlevel
 import anyio.to_thread
 
 from microasgi._context import DEFAULT_MAX_BODY_SIZE, context_of
+from microasgi._lifespan import serve_empty_lifespan
 from microasgi.types import Message, Receive, Scope, Send
 from microasgi.wsgi._body import ClientDisconnected, SpooledBody
 from microasgi.wsgi._environ import ErrorStream, build_environ
@@ -131,13 +132,7 @@ class WSGIApp:
             if (await receive())["type"] == "websocket.connect":
                 await send({"type": "websocket.close", "code": 1000, "reason": ""})
         elif kind == "lifespan":
-            while True:  # nothing to start or stop, but say so: servers wait for an answer
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_empty_lifespan(receive, send)
         else:
             raise ValueError(f"WSGIApp cannot serve a {kind!r} connection")
 

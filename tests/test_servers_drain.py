@@ -1,0 +1,303 @@
+"""The graceful drain of `python -m microasgi run` (microasgi/_drain.py): SIGTERM to a
+real server process, under uvicorn, hypercorn and granian, with one worker and with
+two. Open WebSockets are closed with 1012 within the grace, event streams end
+cleanly, a request in progress finishes, new connections are refused, and the
+process exits; past the grace, what is left is cut off. The middleware on its own
+is also driven in process, on asyncio and on trio."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from microasgi import App, EventSourceResponse, WebSocket, WebSocketDisconnect
+from microasgi._drain import Drain, DrainClosed, DrainMiddleware
+from microasgi.types import Message
+from tests.services import ROOT, free_port
+
+SERVER_NAMES = ["uvicorn", "hypercorn", "granian"]
+
+
+class CLIServer:
+    """`python -m microasgi run tests.server_app:asgi --server NAME ...` in a process."""
+
+    def __init__(self, server: str, *args: str) -> None:
+        self.port = free_port()
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        command = [sys.executable, "-m", "microasgi", "run", "tests.server_app:asgi"]
+        command += ["--server", server, "--port", str(self.port), "--log-level", "warning"]
+        self.process = subprocess.Popen(
+            [*command, *args],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), "MICROASGI_BROADCAST_URL": "memory://"},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while True:
+            assert self.process.poll() is None, f"exited early:\n{self.output()}"
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/json", timeout=1).status_code == 200:
+                    break
+            assert time.monotonic() < deadline, f"never answered:\n{self.output()}"
+            time.sleep(0.1)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-5000:]
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {timeout} s after SIGTERM:\n{self.output()}")
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(10)
+        self.log.close()
+
+
+@contextlib.contextmanager
+def cli_server(server: str, *args: str) -> Iterator[CLIServer]:
+    running = CLIServer(server, *args)
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def open_websockets(server: CLIServer, workers: int) -> list[ClientConnection]:
+    """WebSockets to /ws-pid until every worker serves at least one (40 at most)."""
+    sockets: list[ClientConnection] = []
+    pids: set[str] = set()
+    while len(pids) < workers:
+        assert len(sockets) < 40, f"only workers {pids} answered"
+        ws = await connect(f"ws://127.0.0.1:{server.port}/ws-pid", open_timeout=5)
+        pids.add(str(await asyncio.wait_for(ws.recv(), 5)))
+        sockets.append(ws)
+    return sockets
+
+
+async def close_code(ws: ClientConnection) -> int | None:
+    try:
+        while True:
+            await ws.recv()
+    except ConnectionClosed as exc:
+        return None if exc.rcvd is None else exc.rcvd.code
+
+
+async def read_event_stream(client: httpx.AsyncClient, url: str, started: asyncio.Event) -> str:
+    """Read an event stream to its end; "clean" if it ended as a complete response."""
+    try:
+        async with client.stream("GET", url) as response:
+            async for chunk in response.aiter_raw():
+                if b"data:" in chunk:
+                    started.set()
+        return "clean"
+    except httpx.HTTPError as exc:
+        return f"broken: {exc!r}"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
+@pytest.mark.parametrize("server_name", SERVER_NAMES)
+def test_sigterm_drains(server_name: str, workers: int) -> None:
+    grace = 8.0
+    args = ["--grace", str(grace)] + (["--workers", str(workers)] if workers > 1 else [])
+    with cli_server(server_name, *args) as server:
+
+        async def scenario() -> dict[str, Any]:
+            sockets = await open_websockets(server, workers)
+            async with httpx.AsyncClient(timeout=30) as client:
+                started = asyncio.Event()
+                stream = asyncio.create_task(
+                    read_event_stream(client, f"{server.url}/sse/drain", started)
+                )
+                slow = asyncio.create_task(client.get(f"{server.url}/sleep/1.5"))
+                await asyncio.wait_for(started.wait(), 5)
+                await asyncio.sleep(0.2)  # the slow request is in progress
+                signalled = time.monotonic()
+                server.process.send_signal(signal.SIGTERM)
+                codes = await asyncio.wait_for(
+                    asyncio.gather(*(close_code(ws) for ws in sockets)), grace
+                )
+                closed_after = time.monotonic() - signalled
+                stream_end = await asyncio.wait_for(stream, grace)
+                refused = False
+                await asyncio.sleep(0.3)
+                try:
+                    await httpx.AsyncClient(timeout=2).get(server.url + "/json")
+                except httpx.ConnectError:
+                    refused = True
+                slow_response = await asyncio.wait_for(slow, grace)
+            return {
+                "codes": codes,
+                "closed_after": closed_after,
+                "stream": stream_end,
+                "refused": refused,
+                "slow": (slow_response.status_code, slow_response.text),
+            }
+
+        result = asyncio.run(scenario())
+        status = server.wait(grace + 10)
+        assert set(result["codes"]) == {1012}, result
+        assert result["closed_after"] < grace / 2, result  # at once, not when the grace ends
+        assert result["stream"] == "clean", result
+        assert result["slow"] == (200, "slept"), result
+        assert result["refused"], "a new connection was accepted during the drain"
+        assert status in (0, -signal.SIGTERM), server.output()  # uvicorn re-raises SIGTERM
+        assert "Traceback" not in server.output()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("server_name", SERVER_NAMES)
+def test_the_grace_period_bounds_the_drain(server_name: str) -> None:
+    """A request that outlasts the grace is cut off; the process exits soon after."""
+    with cli_server(server_name, "--grace", "1") as server:
+        outcome: list[Any] = []
+
+        def slow() -> None:
+            try:
+                outcome.append(httpx.get(server.url + "/sleep/60", timeout=30).status_code)
+            except httpx.HTTPError as exc:
+                outcome.append(type(exc).__name__)
+
+        thread = threading.Thread(target=slow)
+        thread.start()
+        time.sleep(0.5)
+        signalled = time.monotonic()
+        server.process.send_signal(signal.SIGTERM)
+        server.wait(15)
+        took = time.monotonic() - signalled
+        thread.join(30)
+        assert took < 8, took  # the grace (1 s) and the servers' own steps, not 60 s
+        assert outcome and outcome[0] != 200, outcome
+
+
+# -- the middleware on its own (asyncio and trio) ---------------------------------------------
+
+
+def drain_app() -> App:
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            await websocket.receive_text()
+        except WebSocketDisconnect as exc:
+            await websocket.send_text("too late")  # raises DrainClosed: the socket is closed
+            raise AssertionError(f"sent after {exc.code}") from exc  # pragma: no cover
+
+    @app.get("/events")
+    async def events() -> EventSourceResponse:
+        async def gen() -> Any:
+            yield {"data": "first"}
+            await anyio.sleep_forever()
+
+        return EventSourceResponse(gen(), ping=None)
+
+    return app
+
+
+class Peer:
+    """A fake server connection: feeds `incoming`, then waits; records what is sent."""
+
+    def __init__(self, *incoming: Message) -> None:
+        self.incoming = list(incoming)
+        self.sent: list[Message] = []
+        self.waiting = anyio.Event()
+
+    async def receive(self) -> Message:
+        if self.incoming:
+            return self.incoming.pop(0)
+        self.waiting.set()
+        await anyio.sleep_forever()
+        raise AssertionError  # pragma: no cover
+
+    async def send(self, message: Message) -> None:
+        self.sent.append(message)
+
+
+@pytest.mark.anyio
+async def test_middleware_closes_websockets_and_ends_event_streams() -> None:
+    drain = Drain()
+    app = DrainMiddleware(drain_app(), drain)
+    ws_peer = Peer({"type": "websocket.connect"})
+    http_peer = Peer({"type": "http.request", "body": b""})
+    lifespan = Peer({"type": "lifespan.startup"})
+    ws_scope = {"type": "websocket", "path": "/ws", "headers": [], "query_string": b""}
+    http_scope = {"type": "http", "method": "GET", "path": "/events", "headers": []}
+    http_scope |= {"query_string": b"", "root_path": ""}
+    errors: list[BaseException] = []
+
+    async def run(scope: dict[str, Any], peer: Peer) -> None:
+        try:
+            await app(scope, peer.receive, peer.send)
+        except BaseException as exc:  # the handler's "too late" send
+            errors.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(app, {"type": "lifespan"}, lifespan.receive, lifespan.send)
+            await lifespan.waiting.wait()
+            tg.start_soon(run, ws_scope, ws_peer)
+            tg.start_soon(run, http_scope, http_peer)
+            await ws_peer.waiting.wait()
+            await http_peer.waiting.wait()
+            assert drain.open_connections == 2
+            drain.start()
+            assert await drain.wait_closed(3)
+            await anyio.sleep(0.1)
+            tg.cancel_scope.cancel()
+
+    assert ws_peer.sent[-1] == {
+        "type": "websocket.close",
+        "code": 1012,
+        "reason": "the server is restarting",
+    }
+    assert http_peer.sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert b"data: first" in b"".join(m.get("body", b"") for m in http_peer.sent)
+    assert not any(isinstance(e, AssertionError) for e in errors), errors
+
+
+@pytest.mark.anyio
+async def test_a_handshake_during_the_drain_is_refused() -> None:
+    drain = Drain()
+    drain.start()
+    app = DrainMiddleware(drain_app(), drain)
+    plain = Peer({"type": "websocket.connect"})
+    await app({"type": "websocket", "path": "/ws", "headers": []}, plain.receive, plain.send)
+    assert plain.sent == [{"type": "websocket.close", "code": 1012}]
+    answering = Peer({"type": "websocket.connect"})
+    scope = {"type": "websocket", "path": "/ws", "extensions": {"websocket.http.response": {}}}
+    await app(scope, answering.receive, answering.send)
+    assert answering.sent[0]["status"] == 503
+    assert (b"retry-after", b"1") in answering.sent[0]["headers"]
+
+
+def test_drain_closed_is_an_oserror() -> None:
+    """What handlers already catch for a client that left (ASGI 2.4 servers)."""
+    assert issubclass(DrainClosed, OSError)
