@@ -249,9 +249,11 @@ class ChatServers:
         self.log.close()
         self.site.cleanup()
 
-    def output(self) -> str:
+    def output(self, limit: int | None = 4000) -> str:
+        """What the servers printed: the end of it (`limit` characters), or all."""
         self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-4000:]
+        text = self.log.read().decode(errors="replace")
+        return text if limit is None else text[-limit:]
 
 
 # -- clients -----------------------------------------------------------------------------
@@ -439,7 +441,22 @@ class Report:
     totals: dict[str, Any] = field(default_factory=dict)
     fds: dict[str, Any] = field(default_factory=dict)
     targets: list[dict[str, Any]] = field(default_factory=list)
+    tracebacks: list[str] = field(default_factory=list)  # the first few, from the server log
     ok: bool = True
+
+
+def tracebacks(log: str, limit: int = 3) -> list[str]:
+    """The first `limit` tracebacks of a server log, each with the line before it (what
+    was logged) and up to its exception line."""
+    found = []
+    lines = log.splitlines()
+    for number, line in enumerate(lines):
+        if line.startswith("Traceback") and len(found) < limit:
+            end = number + 1
+            while end < len(lines) and lines[end].startswith((" ", "\t", "During", "The above")):
+                end += 1
+            found.append("\n".join(lines[max(0, number - 1) : end + 1]))
+    return found
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -612,7 +629,9 @@ async def run(settings: Settings) -> Report:
             "back_to_idle": all(n <= baseline for n in after.values()),
             "seconds_to_get_back": round(30 - max(0.0, deadline - time.monotonic()), 1),
         }
-        report.totals["server_log_tracebacks"] = servers.output().count("Traceback")
+        log = servers.output(limit=None)
+        report.totals["server_log_tracebacks"] = log.count("Traceback")
+        report.tracebacks = tracebacks(log)
     judge(report)
     return report
 

@@ -141,7 +141,7 @@ class ErrorHandler:
         connection: Any = None,
     ) -> None:
         """Close (or, before accept, deny) a WebSocket for `exc`."""
-        if isinstance(exc, WebSocketDisconnect):
+        if _client_left(exc):
             return
         if state in (WebSocketState.CLOSED, WebSocketState.RESPONSE):
             if not isinstance(exc, WebSocketException):
@@ -260,3 +260,11 @@ class ErrorGuard:
                 logger.debug("Client went away during the response (%s %s): %s", method, path, exc)
                 return
             await errors_for(scope).after_send(exc, scope, receive, send, sent)
+
+
+def _client_left(exc: BaseException) -> bool:
+    """A WebSocketDisconnect, or a group of nothing else: a handler that runs a task
+    group (one task receiving, one sending) sees the client leave from inside it."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(WebSocketDisconnect)[1] is None
+    return isinstance(exc, WebSocketDisconnect)

@@ -59,6 +59,6 @@ def test_the_chat_loses_nothing_under_load_and_faults(tmp_path: Path) -> None:
     assert totals["refused_but_delivered"] == totals["unpublished_echoes"] == 0
     assert totals["notices"] == 0  # Redis kept its data (AOF): no gap, no reset
     assert totals["epochs_per_room"] == 1
-    assert totals["server_log_tracebacks"] == 0
+    assert totals["server_log_tracebacks"] == 0, "\n\n".join(report["tracebacks"])
     assert report["concurrent_publishes"]["errors"] == 0
     assert report["fds"]["back_to_idle"], report["fds"]

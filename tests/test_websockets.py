@@ -6,6 +6,7 @@ import json
 import logging
 from typing import Any
 
+import anyio
 import pytest
 
 from microasgi import App, HTTPException, Router, WebSocket, WebSocketDisconnect, WebSocketException
@@ -126,6 +127,46 @@ def test_handler_sees_disconnect_with_code(make_client: Any) -> None:
     session = make_client(app).websocket_connect("/ws")
     session.close(code=4002, reason="client leaving")
     assert seen == [(4002, "client leaving")]
+
+
+@pytest.mark.parametrize("also", [None, ValueError("a real failure")])
+def test_a_disconnect_seen_inside_a_task_group_is_not_an_error(
+    make_client: Any, caplog: pytest.LogCaptureFixture, also: Exception | None
+) -> None:
+    """A handler that sends from one task while another receives sees the client leave
+    as an ExceptionGroup of WebSocketDisconnect: that is a client leaving, not an error
+    to log; a group that holds anything else still is one."""
+    app = App()
+    gone = anyio.Event()
+
+    @app.websocket("/ws")
+    async def ws(websocket: WebSocket) -> None:
+        await websocket.accept()
+
+        async def receive() -> None:
+            try:
+                await websocket.receive_text()  # raises WebSocketDisconnect(1001)
+            finally:
+                gone.set()
+
+        async def fail() -> None:
+            with anyio.CancelScope(shield=True):  # fails too, not cancelled
+                await gone.wait()
+            assert also is not None
+            raise also
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(receive)
+            if also is not None:
+                tasks.start_soon(fail)
+
+    caplog.set_level(logging.ERROR, logger="microasgi")
+    session = make_client(app).websocket_connect("/ws")
+    session.close(code=1001)
+    if also is None:
+        assert "Exception in WebSocket" not in caplog.text
+    else:
+        assert "a real failure" in caplog.text
 
 
 # -- how connections end ------------------------------------------------------------------
