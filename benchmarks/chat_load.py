@@ -69,12 +69,10 @@ class Settings:
     redis_restart: bool = True
     worker_kill: bool = True
     redis_stop: str = "kill"  # how Redis is stopped: "kill" (SIGKILL) or "term" (SIGTERM)
-    # The server's permessage-deflate: "cli" as `python -m microasgi run` negotiates it
-    # (12-bit windows), "small" (9-bit windows, memLevel 1) or "off" (declined), both
-    # under uvicorn directly with the CLI's WebSocket protocol (see deflate_protocols.py).
-    server_deflate: str = "cli"
-    # If set, the server processes' first-generation GC threshold (see --server-gc).
-    server_gc: int | None = None
+    # The server's permessage-deflate (`python -m microasgi run --ws-deflate`): each
+    # message compressed on its own ("message", the CLI's default), contexts kept per
+    # connection ("context") or declined ("off").
+    server_deflate: str = "message"
     settle_timeout: float = 60.0
 
 
@@ -159,13 +157,9 @@ class Redis:
 class ChatServers:
     """`python -m microasgi run examples.chat:app --workers N` (uvicorn's supervisor)."""
 
-    def __init__(
-        self, workers: int, redis_url: str, deflate: str = "cli", gc_threshold: int | None = None
-    ) -> None:
+    def __init__(self, workers: int, redis_url: str, deflate: str = "message") -> None:
         self.workers = workers
         self.deflate = deflate
-        self.gc_threshold = gc_threshold
-        self.site = tempfile.TemporaryDirectory(prefix="chat-load-site-")
         self.port = free_port()
         self.redis_url = redis_url
         self.process: subprocess.Popen[bytes] | None = None
@@ -178,28 +172,8 @@ class ChatServers:
             "MICROASGI_CHAT_RATE": "50",
             "MICROASGI_CHAT_BURST": "50",
         }
-        paths = [str(ROOT)]
-        if self.gc_threshold is not None:
-            # Every Python process that starts with this on its path (the supervisor and
-            # the workers it spawns) runs sitecustomize first: the deployment's choice
-            # of GC threshold, measured without changing the server.
-            Path(self.site.name, "sitecustomize.py").write_text(
-                f"import gc\ngc.set_threshold({self.gc_threshold}, 10, 10)\n"
-            )
-            paths.insert(0, self.site.name)
-        env["PYTHONPATH"] = os.pathsep.join(paths)
-        if self.deflate == "cli":
-            command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
-        else:  # the same server, with another deflate setting
-            env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "benchmarks"), *paths])
-            protocol = (
-                "deflate_protocols:SmallWindowProtocol"
-                if self.deflate == "small"
-                else "microasgi._uvicorn:HandshakeAnsweringProtocol"
-            )
-            command = [sys.executable, "-m", "uvicorn", "examples.chat:app", "--lifespan", "on"]
-            command += ["--ws", protocol]
-            command += ["--ws-per-message-deflate", str(self.deflate != "off").lower()]
+        command = [sys.executable, "-m", "microasgi", "run", "examples.chat:app"]
+        command += ["--ws-deflate", self.deflate]
         command += ["--port", str(self.port), "--workers", str(self.workers)]
         command += ["--log-level", "warning"]
         self.process = subprocess.Popen(
@@ -247,7 +221,6 @@ class ChatServers:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(timeout=10)
         self.log.close()
-        self.site.cleanup()
 
     def output(self, limit: int | None = 4000) -> str:
         """What the servers printed: the end of it (`limit` characters), or all."""
@@ -501,9 +474,7 @@ def services(settings: Settings) -> Iterator[tuple[Redis, ChatServers]]:
     with tempfile.TemporaryDirectory(prefix="chat-load-") as directory:
         redis = Redis(Path(directory))
         redis.start()
-        servers = ChatServers(
-            settings.workers, redis.url, settings.server_deflate, settings.server_gc
-        )
+        servers = ChatServers(settings.workers, redis.url, settings.server_deflate)
         try:
             servers.start()
             yield redis, servers
@@ -771,7 +742,6 @@ def show(report: Report) -> None:
         f"{s['senders']} senders at {s['rate']:g} msg/s in all, "
         f"clients offer permessage-deflate: {'yes' if s['deflate'] else 'no'}, "
         f"server: {s['server_deflate']}"
-        + (f", server GC threshold {s['server_gc']}" if s["server_gc"] else "")
     )
     cp = report.concurrent_publishes
     print(f"1,000 concurrent publishes: {cp['errors']} errors, {cp['seconds']} s")
@@ -837,22 +807,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-stop", choices=["kill", "term"])
     parser.add_argument(
         "--server-deflate",
-        choices=["cli", "small", "off"],
-        help="the server's permessage-deflate: as the CLI does (12-bit windows, the "
-        "default), 9-bit windows, or declined",
-    )
-    parser.add_argument(
-        "--server-gc",
-        type=int,
-        metavar="N",
-        help="give the server processes this first-generation GC threshold (Python's "
-        "default is 700), through a sitecustomize module on their PYTHONPATH",
+        choices=["message", "context", "off"],
+        help="the server's permessage-deflate (the CLI's --ws-deflate): each message on "
+        "its own (the default), contexts kept per connection, or declined",
     )
     parser.add_argument("--json", type=Path, help="also write the report as JSON")
     args = parser.parse_args(argv)
     settings = Settings(**(QUICK if args.quick else {}))
     names = ("clients", "workers", "rooms", "senders", "rate", "steady", "fault", "redis_stop")
-    for name in (*names, "server_deflate", "server_gc"):
+    for name in (*names, "server_deflate"):
         if getattr(args, name) is not None:
             setattr(settings, name, getattr(args, name))
     settings.deflate = not args.no_deflate

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from microasgi._drain import DEFAULT_GRACE
-from microasgi._servers import SERVERS, RunOptions, run, websocket_protocol
+from microasgi._servers import SERVERS, WS_DEFLATE, RunOptions, run, websocket_protocol
 
 __all__ = ["main", "websocket_protocol"]
 
@@ -63,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
         help="on SIGTERM, how long requests may take to finish before they are cancelled "
         f"(default {DEFAULT_GRACE:g})",
     )
+    run_.add_argument(
+        "--ws-deflate",
+        choices=WS_DEFLATE,
+        default=None,
+        help="uvicorn only: WebSocket compression, each message on its own (message, the "
+        "default), with contexts kept per connection (context: about 40 KiB more each), "
+        "or off",
+    )
     return parser
 
 
@@ -81,6 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error("--reload and --workers cannot be used together with uvicorn")
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         return _error("--ssl-certfile and --ssl-keyfile go together")
+    if args.ws_deflate is not None and args.server != "uvicorn":
+        return _error(f"--ws-deflate is for uvicorn: {args.server} negotiates compression itself")
     if importlib.util.find_spec(args.server) is None:
         return _error(f"{args.server} is not installed: {_INSTALL[args.server]}", 1)
     options = RunOptions(
@@ -95,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_certfile=args.ssl_certfile,
         ssl_keyfile=args.ssl_keyfile,
         grace=args.grace,
+        ws_deflate=args.ws_deflate or "message",
     )
     return run(options)
 

@@ -9,21 +9,35 @@ The websockets library has already written its refusal (414 or 431) or at least
 ended its side; `HandshakeAnsweringProtocol` sends that refusal, or a plain 400
 when there is none, and closes the connection. Everything else is uvicorn's.
 
+`PerMessageProtocol` also negotiates permessage-deflate without context takeover
+in either direction (RFC 7692, 7.1.1): each message is compressed on its own, so an
+idle connection keeps no zlib state. uvicorn's own setting keeps both contexts (a
+12-bit window each way, zlib memLevel 5), about 40 KiB per connection for as long
+as it is open; `--ws-deflate context` chooses that.
+
 This module imports uvicorn and websockets: only the CLI imports it, when both are there.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.server import ServerProtocol
 
-__all__ = ["PROTOCOL", "HandshakeAnsweringProtocol"]
+__all__ = ["PROTOCOLS", "HandshakeAnsweringProtocol", "PerMessageProtocol"]
 
 logger = logging.getLogger("uvicorn.error")
 
-PROTOCOL = "microasgi._uvicorn:HandshakeAnsweringProtocol"
-"""The import string for uvicorn's `ws` setting (strings also reach worker processes)."""
+PROTOCOLS = {
+    "message": "microasgi._uvicorn:PerMessageProtocol",
+    "context": "microasgi._uvicorn:HandshakeAnsweringProtocol",
+    "off": "microasgi._uvicorn:HandshakeAnsweringProtocol",  # with ws_per_message_deflate off
+}
+"""The import string for uvicorn's `ws` setting, for each `--ws-deflate` choice
+(strings, not classes, so that they reach worker processes)."""
 
 _BODY = b"Failed to open a WebSocket connection: the handshake request is invalid.\n"
 _BAD_REQUEST = (
@@ -49,3 +63,21 @@ class HandshakeAnsweringProtocol(WebSocketsSansIOProtocol):
         self.handshake_initiated = self.handshake_complete = self.close_sent = True
         self.transport.write(answer)
         self.transport.close()
+
+
+class PerMessageProtocol(HandshakeAnsweringProtocol):
+    """The same, compressing each message on its own (no context takeover either way)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.config.ws_per_message_deflate:
+            # The same ServerProtocol uvicorn builds, with another deflate offer answer.
+            deflate = ServerPerMessageDeflateFactory(
+                server_no_context_takeover=True,
+                client_no_context_takeover=True,
+                server_max_window_bits=12,
+                compress_settings={"memLevel": 5},
+            )
+            self.conn = ServerProtocol(
+                extensions=[deflate], max_size=self.config.ws_max_size, logger=logger
+            )

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
 import socket
 import ssl
@@ -218,7 +220,53 @@ def test_a_valid_handshake_is_still_accepted(chat_port: int) -> None:
 def test_websocket_protocol_is_ours() -> None:
     from microasgi.__main__ import websocket_protocol
 
-    assert websocket_protocol() == "microasgi._uvicorn:HandshakeAnsweringProtocol"
+    assert websocket_protocol() == "microasgi._uvicorn:PerMessageProtocol"
+    assert websocket_protocol("context") == "microasgi._uvicorn:HandshakeAnsweringProtocol"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("option", "answer", "kept"),
+    [
+        ([], "permessage-deflate; server_no_context_takeover; client_no_context_takeover", 0),
+        (["--ws-deflate", "message"], "server_no_context_takeover; client_no_context_", 0),
+        (["--ws-deflate", "context"], "permessage-deflate; server_max_window_bits=12", 2),
+        (["--ws-deflate", "off"], None, 0),
+    ],
+)
+def test_websocket_compression_choices(option: list[str], answer: str | None, kept: int) -> None:
+    """What the server answers a browser's offer, and that messages go both ways compressed.
+    `kept`: how many zlib contexts the client keeps after the messages, as the server
+    told it (without context takeover, none: an idle connection holds no zlib state)."""
+    from websockets.asyncio.client import connect
+
+    async def chat(port: int) -> tuple[str | None, int, list[str]]:
+        url = f"ws://127.0.0.1:{port}/ws/lobby?nick=ann"
+        async with connect(url, open_timeout=5, proxy=None) as ws:
+            assert ws.response is not None
+            offered = ws.response.headers.get("Sec-WebSocket-Extensions")
+            texts = []
+            for number in range(3):
+                await ws.send(json.dumps({"text": f"hello {number} " * 20 + "!"}))
+            while len(texts) < 3:
+                event = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                events = event["events"] if event["type"] == "batch" else [event]
+                texts += [e["text"] for e in events if e["type"] == "message"]
+            contexts = sum(
+                hasattr(extension, name)
+                for extension in ws.protocol.extensions
+                for name in ("encoder", "decoder")
+            )
+            return offered, contexts, texts
+
+    with serving("examples.chat:app", *option) as port:
+        offered, contexts, texts = asyncio.run(chat(port))
+    if answer is None:
+        assert offered is None
+    else:
+        assert offered is not None and answer in offered, offered
+    assert contexts == kept
+    assert texts == [f"hello {number} " * 20 + "!" for number in range(3)]
 
 
 # -- every server, with the same options ---------------------------------------------------
@@ -285,6 +333,8 @@ def test_a_server_that_is_not_installed(
         (["--grace", "-1"], "--grace"),
         (["--workers", "0"], "--workers"),
         (["--log-level", "loud"], "invalid choice"),
+        (["--ws-deflate", "max"], "invalid choice"),
+        (["--server", "hypercorn", "--ws-deflate", "off"], "--ws-deflate is for uvicorn"),
     ],
 )
 def test_bad_options_exit_2(arguments: list[str], message: str) -> None:
