@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,21 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test that used the server pool gets, in its report, what any server of
+    the pool that has died or stopped answering printed: the failure may be a crash's
+    victim (a refused connection, a handshake without an answer) and not its cause."""
+    report = yield
+    pool = getattr(item, "funcargs", {}).get("server_pool")
+    if report.failed and isinstance(pool, ServerPool):
+        for note in pool.post_mortems():
+            report.sections.append(("a server of the pool is down", note))
+    return report
 
 
 @pytest.fixture(scope="session")

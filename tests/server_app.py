@@ -313,6 +313,21 @@ async def ws_deny(websocket: WebSocket) -> None:
     await websocket.close(1008, "not you")
 
 
+BYE_MESSAGES = 10
+
+
+@app.websocket("/ws-bye")
+async def ws_bye(websocket: WebSocket) -> None:
+    """Answers the client's first message with a burst of messages and a close: a client
+    whose close frame follows its message at once has the two close frames cross
+    (tests/test_servers_bugs.py)."""
+    await websocket.accept()
+    await websocket.receive_text()
+    for _ in range(BYE_MESSAGES):
+        await websocket.send_text("bye")
+    await websocket.close()
+
+
 @app.websocket("/ws-accept")
 async def ws_accept(websocket: WebSocket) -> None:
     offered = websocket.scope.get("subprotocols") or []
@@ -374,6 +389,14 @@ async def raw_app(scope: Scope, receive: Receive, send: Send) -> None:
     await receive()  # websocket.connect
     if path == "/raw/accept-headers":
         await send({"type": "websocket.accept", "headers": [(b"x-accepted", b"yes")]})
+        await send({"type": "websocket.close", "code": 1000})
+        return
+    if path == "/raw/bye":  # as /ws-bye
+        await send({"type": "websocket.accept"})
+        if (await receive())["type"] != "websocket.receive":
+            return
+        for _ in range(BYE_MESSAGES):
+            await send({"type": "websocket.send", "text": "bye"})
         await send({"type": "websocket.close", "code": 1000})
         return
     await send({"type": "websocket.accept"})

@@ -139,6 +139,13 @@ HYPERCORN_TRIO_NO_CLOSE = (
     "it (HTTP/1.0, or Connection: close) after a streamed response if the app was "
     "waiting in receive() for a disconnect meanwhile (the asyncio worker does)"
 )
+HYPERCORN_TRIO_CLOSE_RACE = (
+    "hypercorn (0.18) with the trio worker: when a WebSocket's app ends (closes, or returns) "
+    "while hypercorn answers the client's own close frame, closing the connection "
+    "(send_eof, outside the send lock) and sending the answer (send_all) meet on the "
+    "socket; trio raises BusyResourceError, which ends the whole worker process, every "
+    "connection with it, and the server exits (status 0); the asyncio worker does not"
+)
 UVICORN_HTTPTOOLS_HTTP10_CHUNKED = (
     "uvicorn (0.54) with httptools answers an HTTP/1.0 request with a streamed body in "
     "chunked transfer coding, which HTTP/1.0 clients do not know (h11 does not)"
@@ -182,6 +189,7 @@ class Server:
     def __init__(self, kind: Kind, cert: Certificate) -> None:
         self.kind = kind
         self.cert = cert
+        self.users: list[str] = []  # the tests that asked the pool for it, in order
         self.port = free_port()
         self.tls_port = free_port()
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
@@ -246,9 +254,21 @@ class Server:
                 self.process.wait(timeout=5)
         return self.process.returncode
 
-    def output(self) -> str:
+    def last_users(self, count: int = 3) -> str:
+        """The last tests that used the server, the latest last."""
+        return ", ".join(self.users[-count:]) or "no test"
+
+    def answers(self) -> bool:
+        """Whether the server still answers a request (within 2 s)."""
+        try:
+            return httpx.get(f"{self.http_url}/json", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def output(self, limit: int = 6000) -> str:
+        """The end of what the server printed, `limit` characters at most."""
         self.log.seek(0)
-        return self.log.read().decode(errors="replace")[-6000:]
+        return self.log.read().decode(errors="replace")[-limit:]
 
     def close(self) -> None:
         self.stop()
@@ -262,18 +282,39 @@ class ServerPool:
         self.cert = Certificate(directory)
         self.running: dict[str, Server] = {}
 
-    def get(self, server_id: str) -> Server:
-        """The running server; one that died since is restarted, and the test that
-        finds it dead fails with what it printed."""
+    def get(self, server_id: str, user: str = "") -> Server:
+        """The running server, for the test `user`; one that died since is restarted, and
+        the test that finds it dead fails with what it printed and who used it last."""
         server = self.running.get(server_id)
         if server is not None and server.process.poll() is not None:
             output = server.output()
             server.close()
             del self.running[server_id]
-            raise RuntimeError(f"{server_id} died (status {server.process.returncode}):\n{output}")
+            raise RuntimeError(
+                f"{server_id} died (status {server.process.returncode}) "
+                f"after {server.last_users()}:\n{output}"
+            )
         if server is None:
             server = self.running[server_id] = Server(SERVERS[server_id], self.cert)
+        if user:
+            server.users.append(user)
         return server
+
+    def post_mortems(self) -> list[str]:
+        """For a failed test: what each server that has died, or no longer answers,
+        printed, and the tests that used it last. One caught as it goes down (a refused
+        connection while its workers exit, say) is given 5 s to finish."""
+        notes = []
+        for server_id, server in self.running.items():
+            if server.process.poll() is None and server.answers():
+                continue
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                server.process.wait(timeout=5)
+            notes.append(
+                f"{server_id} (exit status {server.process.returncode}) "
+                f"after {server.last_users()}:\n{server.output(20000)}"
+            )
+        return notes
 
     def restart(self, server_id: str) -> None:
         """Stop a server that a test may have broken; the next `get` starts a new one."""

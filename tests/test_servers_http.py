@@ -39,8 +39,8 @@ def target(request: pytest.FixtureRequest) -> Target:
 
 
 @pytest.fixture
-def server(server_pool: ServerPool, target: Target) -> Server:
-    return server_pool.get(target.server)
+def server(server_pool: ServerPool, target: Target, request: pytest.FixtureRequest) -> Server:
+    return server_pool.get(target.server, request.node.nodeid)
 
 
 @pytest.fixture
