@@ -25,7 +25,6 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.server import ServerProtocol
 
 __all__ = ["PROTOCOLS", "HandshakeAnsweringProtocol", "PerMessageProtocol"]
 
@@ -71,13 +70,14 @@ class PerMessageProtocol(HandshakeAnsweringProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.config.ws_per_message_deflate:
-            # The same ServerProtocol uvicorn builds, with another deflate offer answer.
-            deflate = ServerPerMessageDeflateFactory(
-                server_no_context_takeover=True,
-                client_no_context_takeover=True,
-                server_max_window_bits=12,
-                compress_settings={"memLevel": 5},
-            )
-            self.conn = ServerProtocol(
-                extensions=[deflate], max_size=self.config.ws_max_size, logger=logger
-            )
+            # What the handshake may agree to: read only when the request comes.
+            self.conn.available_extensions = [_PER_MESSAGE]
+
+
+_PER_MESSAGE = ServerPerMessageDeflateFactory(
+    server_no_context_takeover=True,
+    client_no_context_takeover=True,
+    server_max_window_bits=12,
+    compress_settings={"memLevel": 5},
+)
+"""One for every connection: a factory keeps no state of its own."""

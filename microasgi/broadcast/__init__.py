@@ -375,6 +375,12 @@ class Broadcast:
 
     async def _read_all(self, channel: str, waiting: list[Subscriber]) -> dict[ReadKey, Replay]:
         keys = {subscriber._reading() for subscriber in waiting}
+        if len(keys) == 1:
+            # PERF: the usual case (one newcomer, or several at the same place) reads
+            # without a task group, which costs more than the read's own Python work.
+            # The interleaving tests (test_broadcast_catchup.py) take both paths.
+            (key,) = keys
+            return {key: await self._backend.read(channel, *key, None)}
         replays: dict[ReadKey, Replay] = {}
         failures: list[BroadcastError] = []
 
