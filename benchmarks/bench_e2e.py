@@ -31,7 +31,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from processes import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -115,13 +116,6 @@ def server_command(server: str, app: str, port: int) -> list[str]:
         "--port", str(port), "--workers", "1", "--loop", "uvloop", "--log-level", "warning",
         "--no-ws", target,
     ]  # fmt: skip
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class ServerProcess:

@@ -51,6 +51,7 @@ from typing import IO, Any
 
 import anyio
 from bench_http import machine
+from processes import free_port
 from websockets.asyncio.client import ClientConnection, connect
 from ws_apps import BYTES_PATH, TEXT_PATH
 
@@ -95,13 +96,6 @@ QUICK = Settings(
 
 
 # -- processes: the echo servers and redis-server --------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def cpus() -> tuple[int, int] | None:

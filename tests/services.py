@@ -22,6 +22,8 @@ from typing import IO, Self
 import httpx
 import pytest
 
+from tests.helpers import free_port
+
 __all__ = ["CHROMIUM", "ROOT", "RedisServer", "ServerProcess", "free_port", "require"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,13 +39,6 @@ def require(available: bool, what: str, install: str) -> None:
     if os.environ.get("MICROASGI_REQUIRE_SERVICES") == "1":
         pytest.fail(message + " (MICROASGI_REQUIRE_SERVICES=1 turns this skip into a failure)")
     pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_for_port(port: int, timeout: float = 10.0) -> None:
