@@ -114,6 +114,17 @@ async def test_misuse_is_reported_clearly() -> None:
     async with broadcast:
         with pytest.raises(TypeError, match="encode it first"):
             await broadcast.publish("a", {"not": "a string"})  # type: ignore[arg-type]
+        # What UTF-8 cannot encode is refused on every backend (over Redis, a channel
+        # name like that broke the listener's connection each time it was sent).
+        with pytest.raises(ValueError, match="channel name must be text UTF-8 can encode"):
+            await broadcast.publish("room \udc00", "x")
+        with pytest.raises(ValueError, match="message must be text UTF-8 can encode"):
+            await broadcast.publish("room", "half a pair: \ud83d")
+        with pytest.raises(ValueError, match="channel name"):
+            broadcast.subscribe("room \udc00")
+        with pytest.raises(TypeError, match="channel name is a str"):
+            broadcast.subscribe(b"room")  # type: ignore[arg-type]
+        assert await broadcast.publish("salle \u00e9t\u00e9", "d\u00e9j\u00e0") is not None
         with pytest.raises(RuntimeError, match="already connected"):
             await broadcast.connect()
     with pytest.raises(ValueError, match="unsupported broadcast URL"):

@@ -258,6 +258,14 @@ def test_every_interleaving_gives_an_unbroken_run(
         [("subscribe", None), ("snap",), ("answer",), ("publish",), ("lose",), ("publish",)],
         # m2 is lost after a read took its snapshot: the reconnection refills it.
         [("publish",), ("subscribe", 0), ("snap",), ("lose",), ("reconnect",), ("answer",)],
+        # A subscriber live at m1 (resumed from there) is restarted by a reconnection
+        # while another's read of the same place is out, its snapshot taken before m2
+        # (lost in transit): that answer cannot refill it; a read of its own does,
+        # without waiting for m3.
+        [
+            *[("publish",), ("subscribe", 0), ("snap",), ("answer",)],
+            *[("subscribe", 0), ("snap",), ("lose",), ("reconnect",), ("answer",)],
+        ],
         # m5 comes while a read is out and leaves a hole (m4) the read cannot fill: another
         # read does, not a gap.
         [

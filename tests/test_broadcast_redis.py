@@ -255,6 +255,36 @@ async def test_a_command_waits_for_a_connection_then_says_the_pool_is_busy(
         assert await broadcast.publish("room", "third")
 
 
+@pytest.mark.parametrize("keep", [True, False])
+async def test_a_command_still_waiting_when_the_broadcast_closes(
+    redis_server: RedisServer, keep: bool
+) -> None:
+    """It fails with the RuntimeError of a closed Broadcast (not an AttributeError from
+    inside), and opens no connection to Redis after the close."""
+    broadcast = Broadcast(redis_server.url, max_connections=1)
+    outcomes: list[BaseException | str | None] = []
+
+    async def publish(text: str) -> None:
+        try:
+            outcomes.append(await broadcast.publish("room", text, keep=keep))
+        except (BroadcastError, RuntimeError) as exc:
+            outcomes.append(exc)
+
+    # Nested: the Broadcast closes while the group's tasks go on.
+    async with redis_client(redis_server) as client, anyio.create_task_group() as tasks:  # noqa: SIM117
+        async with broadcast:
+            # For a second, Redis holds every write: the one connection's publish waits.
+            await client.execute_command("CLIENT", "PAUSE", "1000", "WRITE")
+            tasks.start_soon(publish, "in flight")
+            await anyio.sleep(0.05)
+            tasks.start_soon(publish, "waiting")  # for the pool
+            await anyio.sleep(0.05)
+        # Closed, with both still waiting.
+    assert len(outcomes) == 2 and isinstance(outcomes[1], RuntimeError), outcomes
+    assert "the Broadcast is closed" in str(outcomes[1])
+    assert await connections(redis_server) == 0
+
+
 async def test_connections_a_burst_opened_are_closed_when_it_is_over(
     redis_server: RedisServer,
 ) -> None:
@@ -365,6 +395,7 @@ async def test_publish_while_redis_is_down_fails_fast(redis_server: RedisServer)
 
 
 async def test_subscribing_while_redis_is_down_is_a_clear_error(redis_server: RedisServer) -> None:
+    """...and leaves nothing behind: channel names come from clients (chat rooms)."""
     async with Broadcast(redis_server.url, socket_timeout=1.0) as broadcast:
         redis_server.stop()
         await wait_until(lambda: not connected(broadcast))
@@ -373,7 +404,19 @@ async def test_subscribing_while_redis_is_down_is_a_clear_error(redis_server: Re
         ):
             async with broadcast.subscribe("room"):
                 pass
+
+        async def try_room(number: int) -> None:
+            with pytest.raises(BroadcastError):
+                async with broadcast.subscribe(f"room {number}"):
+                    pass
+
+        async with anyio.create_task_group() as tasks:
+            for number in range(50):
+                tasks.start_soon(try_room, number)
+        listener = broadcast._backend._listener  # type: ignore[attr-defined]
+        assert (listener._wanted, listener._waiters, broadcast._channels) == (set(), {}, {})
         redis_server.start()
+        await wait_until(lambda: connected(broadcast))
         async with broadcast.subscribe("room") as sub:
             await broadcast.publish("room", "back")
             assert await texts(sub, 1) == ["back"]
@@ -426,13 +469,15 @@ async def test_a_restart_that_lost_the_data_is_a_reset(redis_server: RedisServer
         assert await texts(sub, 3) == ["new 0", "new 1", "new 2"]  # the new history, whole
 
 
+@pytest.mark.parametrize("first_read_fails", [False, True], ids=["", "first-check-fails"])
 async def test_a_restart_from_an_older_snapshot_is_a_reset_not_a_silent_skip(
-    redis_server: RedisServer,
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch, first_read_fails: bool
 ) -> None:
     """Redis comes back from a snapshot older than what was delivered, and gives out the
     same numbers again, for new messages: taking those for messages already seen would
     lose them without a word. The listener notices, a new epoch begins, and subscribers
-    get a reset."""
+    get a reset. Also when the first read after the reconnection fails (Redis still
+    loading its data, say): the check is made again, not forgotten."""
     async with (
         Broadcast(redis_server.url, reconnect_delay=(1.0, 1.0)) as away,
         away.subscribe("room") as sub,
@@ -446,6 +491,16 @@ async def test_a_restart_from_an_older_snapshot_is_a_reset_not_a_silent_skip(
         assert len(await texts(sub, 6)) == 6
         redis_server.kill()  # back to the snapshot: numbers 4 to 6 will be given out again
         redis_server.start()
+        if first_read_fails:
+            read, calls = away._backend.read, []
+
+            async def fails_once(*args: Any) -> Any:
+                calls.append(args)
+                if len(calls) == 1:
+                    raise BroadcastError("Redis is loading its data (injected)")
+                return await read(*args)
+
+            monkeypatch.setattr(away._backend, "read", fails_once)
         async with Broadcast(redis_server.url) as elsewhere:
             for n in range(5):
                 await elsewhere.publish("room", f"reused {n}")

@@ -52,6 +52,7 @@ from microasgi.middleware import (
     Middleware,
     TrustedHostMiddleware,
 )
+from microasgi.websockets import WebSocketState
 
 __all__ = [
     "RateLimit",
@@ -270,8 +271,9 @@ class Outbox:
 
     A lock of its own rather than an anyio.Lock: the server holds one per connection,
     and this one takes no memory until two sends actually meet. A client that has gone
-    away is not an error here: servers raise an OSError on send, and the receiving side
-    sees the disconnect and ends the connection.
+    away is not an error here (a send raises WebSocketDisconnect, and the receiving
+    side sees the disconnect and ends the connection), and once the server has closed
+    the connection, what is still to be sent is dropped.
     """
 
     __slots__ = ("_busy", "_idle", "ws")
@@ -286,16 +288,18 @@ class Outbox:
 
     async def send_text(self, text: str) -> None:
         async with self._turn():
-            with contextlib.suppress(OSError):
-                await self.ws.send_text(text)
+            if self.ws.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(WebSocketDisconnect):
+                    await self.ws.send_text(text)
 
     async def error(self, text: str, reason: str, **extra: Any) -> None:
         await self.send({"type": "error", "reason": reason, "text": text, **extra})
 
     async def close(self, code: int, reason: str) -> None:
         async with self._turn():
-            with contextlib.suppress(OSError):
-                await self.ws.close(code, reason)
+            if self.ws.application_state is WebSocketState.CONNECTED:
+                with contextlib.suppress(WebSocketDisconnect):
+                    await self.ws.close(code, reason)
 
     @contextlib.asynccontextmanager
     async def _turn(self) -> AsyncIterator[None]:
@@ -438,12 +442,14 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
     if since is not None and not is_position(since):
         await outbox.error("since is not a position: showing the recent messages", "invalid_since")
         since = None
+    joined = False
     try:
         async with (
             broadcast.subscribe(channel, since, history=0 if since else HISTORY) as subscriber,
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(forward_events, subscriber, outbox, tg.cancel_scope)
+            joined = True  # announced (or tried to be): a leave follows
             if not await publish(broadcast, channel, {"type": "join", "nick": nick}, keep=False):
                 await outbox.error(
                     "The chat service is unavailable: others may not see that you joined.",
@@ -457,8 +463,9 @@ async def chat_socket(ws: WebSocket, room: str) -> None:
         await ws.close(1013, "the chat service is unavailable, try again later")
     finally:
         # Shielded: this also runs when the connection is cancelled (server shutdown).
-        with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
-            await publish(broadcast, channel, {"type": "leave", "nick": nick}, keep=False)
+        if joined:
+            with anyio.move_on_after(LEAVE_TIMEOUT, shield=True):
+                await publish(broadcast, channel, {"type": "leave", "nick": nick}, keep=False)
 
 
 def same_origin(ws: WebSocket) -> bool:
@@ -577,6 +584,5 @@ async def forward_events(subscriber: Subscriber, outbox: Outbox, done: anyio.Can
             elif texts:
                 await outbox.send_text('{"type": "batch", "events": [' + ", ".join(texts) + "]}")
     # The Broadcast was closed: the server is shutting down. The client reconnects.
-    with contextlib.suppress(OSError):
-        await outbox.ws.close(1012, "the server is restarting")
+    await outbox.close(1012, "the server is restarting")
     done.cancel()

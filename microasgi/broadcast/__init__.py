@@ -41,6 +41,7 @@ class _Channel:
         "confirmed",
         "epoch",
         "received",
+        "reconnections",
         "refilling",
         "seq",
         "stamp",
@@ -61,6 +62,7 @@ class _Channel:
         self.check = False  # after a reconnection: is that message still where it was?
         self.suspect: str | None = None  # an epoch whose numbers were given out twice
         self.received = 0  # numbered live messages so far
+        self.reconnections = 0  # how often the backend came back for this channel
 
 
 class _Subscription:
@@ -198,6 +200,8 @@ class Broadcast:
         self._check_connected()
         if not isinstance(message, str):
             raise TypeError(f"messages are str, not {type(message).__name__}: encode it first")
+        _check_text(channel, "a channel name")
+        _check_text(message, "a message")
         return await self._backend.publish(channel, message, keep)
 
     def subscribe(
@@ -215,6 +219,7 @@ class Broadcast:
         cannot be reached.
         """
         self._check_connected()
+        _check_text(channel, "a channel name")
         position = None
         if since is not None:
             if not isinstance(since, str):
@@ -298,6 +303,7 @@ class Broadcast:
         if state is None or not state.confirmed:
             return  # the first confirmation: subscribe() takes care of that one
         state.check = state.epoch is not None
+        state.reconnections += 1
         for subscriber in state.subscribers:
             subscriber._restart_catch_up()
         self._catch_up(channel, state)
@@ -314,9 +320,10 @@ class Broadcast:
 
         Subscribers at the same place share one read, and one that arrives while a
         read of its place is out takes that read's answer too, if no message came
-        between that read and its arrival (it holds every message after the read). A
-        subscriber whose first catch-up fails gets the error from subscribe(); the
-        others wait and try again.
+        between that read and its arrival (it holds every message after the read) and
+        the backend did not reconnect meanwhile (what was published while it was away
+        may be missing from the answer). A subscriber whose first catch-up fails gets
+        the error from subscribe(); the others wait and try again.
         """
         delay = 0.05
         try:
@@ -327,7 +334,7 @@ class Broadcast:
                 try:
                     if await self._check(channel, state):
                         continue  # a new epoch: every subscriber reads again
-                    issued = state.received
+                    issued, reconnections = state.received, state.reconnections
                     replays = await self._read_all(channel, waiting)
                 except BroadcastError as exc:
                     for subscriber in waiting:
@@ -346,8 +353,11 @@ class Broadcast:
                         if (
                             subscriber._read_key() not in replays
                             or subscriber._live_since != issued
+                            or state.reconnections != reconnections
                         ):
-                            continue  # another place, or a message came in between: next round
+                            # Another place, a message or a reconnection in between: it
+                            # reads in the next round.
+                            continue
                         subscriber._reading(held_before=0)  # all it holds came later
                     replay = replays[subscriber._read_for]
                     if subscriber._needs_catch_up():
@@ -359,16 +369,23 @@ class Broadcast:
     async def _check(self, channel: str, state: _Channel) -> bool:
         """Did the backend give out numbers twice? Then start a new epoch (True)."""
         suspect, state.suspect = state.suspect, None
-        if state.check and suspect is None and state.epoch is not None:
-            state.check = False
-            # What was seen before the read: live messages may come in meanwhile.
-            epoch, seq, stamp = state.epoch, state.seq, state.stamp
-            replay = await self._backend.read(channel, epoch, seq, 0, (seq, stamp))
-            if replay.epoch == epoch and (seq > replay.last or not replay.intact):
-                suspect = epoch
-        if suspect is None:
-            return False
-        await self._backend.fence(channel, suspect)
+        # What was seen before the read: live messages may come in meanwhile.
+        epoch, seq, stamp = state.epoch, state.seq, state.stamp
+        checking = state.check and suspect is None and epoch is not None
+        try:
+            if checking and epoch is not None:
+                state.check = False
+                replay = await self._backend.read(channel, epoch, seq, 0, (seq, stamp))
+                if replay.epoch == epoch and (seq > replay.last or not replay.intact):
+                    suspect = epoch
+            if suspect is None:
+                return False
+            await self._backend.fence(channel, suspect)
+        except BaseException:
+            # Not done: the next round checks again, or the doubt would be forgotten.
+            state.suspect = state.suspect or suspect
+            state.check = state.check or checking
+            raise
         for subscriber in state.subscribers:
             subscriber._restart_catch_up()
         return True
@@ -396,3 +413,15 @@ class Broadcast:
         if failures:
             raise failures[0]
         return replays
+
+
+def _check_text(text: str, what: str) -> None:
+    """Every backend takes what UTF-8 can encode (not a lone surrogate): else ValueError,
+    rather than a Redis connection that fails each time it sends the name."""
+    if not isinstance(text, str):
+        raise TypeError(f"{what} is a str, not {type(text).__name__}")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{what} must be text UTF-8 can encode: {exc.reason}") from None

@@ -87,7 +87,10 @@ class Listener:
             raise BroadcastError(f"Redis {state} within {timeout:g} s, cannot subscribe")
 
     def unsubscribe(self, channel: str) -> None:
+        """The channel's last subscriber in this process left (subscribed or not)."""
         self._wanted.discard(channel)
+        # Nobody waits for its confirmation any more (one that timed out, say).
+        self._waiters.pop(channel, None)
         self._dirty.add(channel)
         self._changed.set()
 

@@ -253,9 +253,21 @@ class RedisBackend:
 
     async def _close_client(self) -> None:
         client, self._client = self._client, None
-        if client is not None:
-            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        if client is None:
+            return
+        # Commands in flight hold a slot each: let them end (for `socket_timeout` at
+        # most), or one would put its connection back into a closed pool, left open.
+        # Commands still waiting for a slot see the client gone and fail.
+        taken = 0
+        with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(self._socket_timeout):
+                while taken < self._max_connections:
+                    await self._slots.acquire()
+                    taken += 1
+            with contextlib.suppress(Exception):
                 await client.aclose()
+        for _ in range(taken):
+            self._slots.release()
 
     # -- the command pool ------------------------------------------------------------------
 
@@ -276,6 +288,9 @@ class RedisBackend:
                 f"all {self._max_connections} connections to Redis stayed busy for "
                 f"{self._pool_timeout:g} s, {failed} (raise max_connections or pool_timeout)"
             )
+        if self._client is None:  # closed while it waited for a connection
+            self._slots.release()
+            raise RuntimeError(f"the Broadcast is closed, {failed}")
         self._busy += 1
         self._peak = max(self._peak, self._busy)
         self._opened = max(self._opened, self._busy)
