@@ -313,3 +313,24 @@ async def test_a_hole_the_lost_history_cannot_fill_is_a_gap() -> None:
         ("gap", 1, f"{epoch}-2"),
         ("message", None, f"{epoch}-3"),
     ]
+
+
+def test_held_events_dropped_during_a_read_do_not_turn_a_hole_into_a_gap() -> None:
+    """More live events than `max_queue` arrive while a read is out, so the oldest held
+    ones make room: what is left must still count as having come after the read. Here
+    m4 (held before the read) made room, and m6 shows a hole (m5, lost in transit after
+    the read was made): the history has m5, so another read follows, not a gap."""
+    subscriber = Subscriber(CHANNEL, max_queue=3)
+    subscriber._start(("e", 2), 0)  # resuming after m2: a catch-up is due
+
+    def live(seq: int) -> tuple[Event, str, int]:
+        return Event(CHANNEL, f"m{seq}", "message", None, format_position("e", seq)), "e", seq
+
+    subscriber._offer(*live(4))
+    assert subscriber._reading() == ("e", 2, 3)  # made while m4 alone is held
+    for seq in (6, 7, 8):  # m5 never comes live; m8 makes room: m4 goes
+        subscriber._offer(*live(seq))
+    # The read's answer, from before m5 was published: m3 and m4.
+    assert not subscriber._catch_up(Replay("e", 4, [(3, "m3"), (4, "m4")]))
+    assert [e.message for e in subscriber._queue or ()] == ["m3", "m4"]  # no gap
+    assert subscriber._read_key() == ("e", 4, 3)  # read again, from m4 on

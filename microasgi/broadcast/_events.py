@@ -231,6 +231,8 @@ class Subscriber:
             old, epoch, _ = held.pop(0)
             if epoch is None:  # a numbered one is read back from the history
                 self._drop(old)
+            if self._before_read:  # the oldest held arrived before the read: one fewer
+                self._before_read -= 1
         held.append(item)
 
     def _accept(self, event: Event, epoch: str | None, seq: int) -> bool:
