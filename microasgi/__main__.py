@@ -71,6 +71,13 @@ def _parser() -> argparse.ArgumentParser:
         "default), with contexts kept per connection (context: about 40 KiB more each), "
         "or off",
     )
+    run_.add_argument(
+        "--no-gc-freeze",
+        dest="gc_freeze",
+        action="store_false",
+        help="leave the garbage collector alone (by default each worker freezes what is "
+        "alive once the app has started, so that later collections skip it)",
+    )
     return parser
 
 
@@ -106,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         ssl_keyfile=args.ssl_keyfile,
         grace=args.grace,
         ws_deflate=args.ws_deflate or "message",
+        gc_freeze=args.gc_freeze,
     )
     return run(options)
 

@@ -301,3 +301,54 @@ async def test_a_handshake_during_the_drain_is_refused() -> None:
 def test_drain_closed_is_an_oserror() -> None:
     """What handlers already catch for a client that left (ASGI 2.4 servers)."""
     assert issubclass(DrainClosed, OSError)
+
+
+# -- what else a worker does with the app ---------------------------------------------------
+
+
+@pytest.mark.parametrize("setting", ["1", "0"], ids=["frozen", "--no-gc-freeze"])
+def test_a_worker_freezes_what_is_alive_once_the_app_has_started(
+    monkeypatch: pytest.MonkeyPatch, setting: str
+) -> None:
+    """The startup's objects leave the garbage collector's walks (`gc.freeze()`), after
+    the lifespan's startup and not before: what it made is frozen too."""
+    import gc
+
+    from microasgi._servers import GC_FREEZE_ENV, ServedApp
+    from microasgi.testclient import TestClient
+
+    monkeypatch.setenv(GC_FREEZE_ENV, setting)
+    seen_at_startup: list[int] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: App) -> Any:
+        seen_at_startup.append(gc.get_freeze_count())
+        yield {"made_at_startup": object()}
+
+    app = App(lifespan=lifespan)
+    app.get("/")(lambda: "ok")
+    assert gc.get_freeze_count() == 0
+    try:
+        with TestClient(ServedApp(app, Drain())) as client:
+            assert client.get("/").text == "ok"
+            frozen = gc.get_freeze_count()
+    finally:
+        gc.unfreeze()
+    assert seen_at_startup == [0]
+    if setting == "1":
+        assert frozen > 1000  # the modules, the app, the test run's own objects
+    else:
+        assert frozen == 0
+
+
+def test_no_gc_freeze_reaches_the_workers() -> None:
+    """Through the environment, as every other setting (workers start with `spawn`)."""
+    from microasgi.__main__ import _parser
+    from microasgi._servers import GC_FREEZE_ENV, RunOptions, _environment
+
+    assert _parser().parse_args(["run", "m:app"]).gc_freeze is True
+    assert _parser().parse_args(["run", "m:app", "--no-gc-freeze"]).gc_freeze is False
+    for gc_freeze, value in ((True, "1"), (False, "0")):
+        with _environment(RunOptions(app="m:app", gc_freeze=gc_freeze)):
+            assert os.environ[GC_FREEZE_ENV] == value
+    assert GC_FREEZE_ENV not in os.environ
