@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from unittest import mock
 
 import httpx
 import pytest
@@ -331,16 +332,8 @@ class ServerPool:
 @contextlib.contextmanager
 def fresh_server(server_id: str, cert: Certificate, **env: str) -> Iterator[Server]:
     """A server of its own (for tests that stop it), with `env` added."""
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
-    try:
+    with mock.patch.dict(os.environ, env):
         server = Server(SERVERS[server_id], cert)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
     try:
         yield server
     finally:
