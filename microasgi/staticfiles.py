@@ -22,15 +22,9 @@ from microasgi._lifespan import serve_empty_lifespan
 from microasgi.datastructures import _check_header, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.responses import FileResponse, PlainTextResponse, RedirectResponse
-from microasgi.responses._file import (
-    CHUNK_SIZE,
-    PRECONDITION_HEADERS,
-    NotAFileError,
-    OpenedFile,
-    guess_media_type,
-    offers_pathsend,
-    open_file,
-)
+from microasgi.responses._file import CHUNK_SIZE, PRECONDITION_HEADERS, offers_pathsend
+from microasgi.responses._fileio import NotAFileError, OpenedFile, open_file
+from microasgi.responses._filetypes import guess_media_type
 from microasgi.responses._ranges import etag_for
 from microasgi.types import Receive, Scope, Send
 

@@ -19,8 +19,8 @@ import anyio
 import pytest
 
 from microasgi import App, BackgroundTask, FileResponse
-from microasgi.responses import _file
-from microasgi.responses._file import content_disposition, guess_media_type
+from microasgi.responses import _file, _fileio
+from microasgi.responses._filetypes import content_disposition, guess_media_type
 from microasgi.responses._ranges import etag_for, parse_http_date
 from microasgi.types import Message
 from tests.helpers import Exchange, MakeClient, http_scope
@@ -525,14 +525,14 @@ async def test_reads_in_chunks_off_the_event_loop(
     path.write_bytes(payload)
     loop_thread = threading.get_ident()
     reads: list[tuple[int, int]] = []
-    original = _file.read_at
+    original = _fileio.read_at
 
     def recording(fd: int, offset: int, size: int) -> bytes:
         assert threading.get_ident() != loop_thread
         reads.append((offset, size))
         return original(fd, offset, size)
 
-    monkeypatch.setattr(_file, "read_at", recording)
+    monkeypatch.setattr(_fileio, "read_at", recording)
     ex = await run(FileResponse(path))
     assert ex.body == payload
     chunk = 64 * 1024
@@ -715,13 +715,13 @@ async def test_client_leaving_stops_the_reading(
     path = tmp_path / "big.bin"
     path.write_bytes(b"z" * 1_000_000)
     reads = []
-    original = _file.read_at
+    original = _fileio.read_at
 
     def recording(fd: int, offset: int, size: int) -> bytes:
         reads.append(offset)
         return original(fd, offset, size)
 
-    monkeypatch.setattr(_file, "read_at", recording)
+    monkeypatch.setattr(_fileio, "read_at", recording)
     background_ran = []
     response = FileResponse(
         path, chunk_size=1000, background=BackgroundTask(background_ran.append, 1)

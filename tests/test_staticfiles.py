@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from microasgi import App, HTTPException, PlainTextResponse, Request, staticfiles
 from microasgi.middleware import CompressionMiddleware, Middleware
-from microasgi.responses import _file
+from microasgi.responses import _filetypes
 from microasgi.staticfiles import IMMUTABLE, StaticFiles, accepted_encodings, safe_parts
 from tests.helpers import AddHeader, Exchange, MakeClient, http_scope
 from tests.linearity import assert_linear
@@ -757,7 +757,7 @@ def test_file_types(tree: Path, make_client: MakeClient, monkeypatch: pytest.Mon
     (tree / "mod.mjs").write_text("export {}")
     client = make_client(StaticFiles(directory=tree))
     assert client.get("/mod.mjs").headers["content-type"] == "text/javascript; charset=utf-8"
-    assert _file.guess_media_type("x.webmanifest") == "application/manifest+json"
+    assert _filetypes.guess_media_type("x.webmanifest") == "application/manifest+json"
 
 
 def test_behind_the_compression_middleware(compressed: Path, make_client: MakeClient) -> None:

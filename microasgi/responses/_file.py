@@ -3,22 +3,26 @@
 from __future__ import annotations
 
 import logging
-import mimetypes
 import os
-import re
 import secrets
-import stat
 import time
-import unicodedata
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from email.utils import formatdate
-from urllib.parse import quote
 
 import anyio
 import anyio.to_thread
 
 from microasgi.background import BackgroundTask
 from microasgi.responses._base import Response
+from microasgi.responses._fileio import (
+    NotAFileError,
+    OpenedFile,
+    chunk_sizes,
+    open_file,
+    read_chunks,
+    stat_file,
+)
+from microasgi.responses._filetypes import content_disposition, guess_media_type
 from microasgi.responses._ranges import (
     NOT_MODIFIED,
     PRECONDITION_FAILED,
@@ -34,15 +38,9 @@ from microasgi.types import Receive, Scope, Send
 __all__ = [
     "CHUNK_SIZE",
     "MAX_RANGES",
-    "MEDIA_TYPES",
     "PRECONDITION_HEADERS",
     "FileResponse",
-    "NotAFileError",
-    "OpenedFile",
-    "content_disposition",
-    "guess_media_type",
     "offers_pathsend",
-    "open_file",
 ]
 
 logger = logging.getLogger("microasgi")
@@ -51,240 +49,6 @@ CHUNK_SIZE = 64 * 1024
 MAX_RANGES = 100
 #: chunks read per trip to a worker thread (a trip costs more than reading 64 KiB)
 READ_AHEAD = 4
-
-#: The web's core types, looked up by suffix before the `mimetypes` module, whose
-#: answers depend on the machine (on Windows the registry has been known to map
-#: .js to text/plain, which browsers refuse to run as a module).
-MEDIA_TYPES: dict[str, str] = {
-    # documents, scripts and data
-    ".html": "text/html",
-    ".htm": "text/html",
-    ".css": "text/css",
-    ".js": "text/javascript",
-    ".mjs": "text/javascript",
-    ".cjs": "text/javascript",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".jsonld": "application/ld+json",
-    ".webmanifest": "application/manifest+json",
-    ".wasm": "application/wasm",
-    ".xml": "application/xml",
-    ".rss": "application/rss+xml",
-    ".atom": "application/atom+xml",
-    ".txt": "text/plain",
-    ".md": "text/markdown",
-    ".csv": "text/csv",
-    ".ics": "text/calendar",
-    ".vtt": "text/vtt",
-    ".pdf": "application/pdf",
-    # images
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".apng": "image/apng",
-    ".jpg": "image/jpeg",
-    ".jpeg": "image/jpeg",
-    ".gif": "image/gif",
-    ".webp": "image/webp",
-    ".avif": "image/avif",
-    ".jxl": "image/jxl",
-    ".ico": "image/vnd.microsoft.icon",
-    ".bmp": "image/bmp",
-    # fonts
-    ".woff": "font/woff",
-    ".woff2": "font/woff2",
-    ".ttf": "font/ttf",
-    ".otf": "font/otf",
-    # audio and video
-    ".mp3": "audio/mpeg",
-    ".m4a": "audio/mp4",
-    ".ogg": "audio/ogg",
-    ".opus": "audio/ogg",
-    ".flac": "audio/flac",
-    ".wav": "audio/wav",
-    ".mp4": "video/mp4",
-    ".webm": "video/webm",
-    ".mov": "video/quicktime",
-    # archives: by their own type, never "tar with a gzip encoding"
-    ".zip": "application/zip",
-    ".gz": "application/gzip",
-    ".tgz": "application/gzip",
-    ".bz2": "application/x-bzip2",
-    ".xz": "application/x-xz",
-    ".zst": "application/zstd",
-    ".br": "application/octet-stream",
-    ".tar": "application/x-tar",
-}
-
-_OCTET_STREAM = "application/octet-stream"
-
-
-def guess_media_type(name: str) -> str:
-    """The media type for a file name: our table, then `mimetypes`, else octet-stream."""
-    suffix = os.path.splitext(name)[1].lower()
-    media_type = MEDIA_TYPES.get(suffix)
-    if media_type is not None:
-        return media_type
-    guessed, encoding = mimetypes.guess_type(os.path.basename(name), strict=False)
-    if guessed is None or encoding is not None:
-        return _OCTET_STREAM
-    return guessed
-
-
-# -- Content-Disposition (RFC 6266) ---------------------------------------------------------
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-#: attr-char of RFC 8187, besides letters and digits (which quote() keeps anyway)
-_ATTR_CHAR_SAFE = "!#$&+-.^_`|~"
-
-
-def _ascii_fallback(name: str) -> str:
-    """`name` in printable ASCII: accents dropped, anything else (and ``"``, ``\\``, ``%``) as _."""
-    decomposed = unicodedata.normalize("NFKD", name)
-    chars = []
-    for char in decomposed:
-        if unicodedata.combining(char):
-            continue
-        chars.append(char if " " <= char <= "~" and char not in '"\\%' else "_")
-    return "".join(chars)
-
-
-def content_disposition(filename: str, disposition_type: str = "attachment") -> str:
-    """A Content-Disposition value for `filename` (RFC 6266).
-
-    Control characters (CR and LF among them) are removed. The ``filename``
-    parameter carries an ASCII form; when that differs from the name, the
-    exact name follows as ``filename*=UTF-8''...`` (percent-encoded), which
-    browsers prefer.
-    """
-    if not _TOKEN.fullmatch(disposition_type):
-        raise ValueError(f"invalid disposition type {disposition_type!r}")
-    name = _CONTROL.sub("", filename)
-    fallback = _ascii_fallback(name)
-    value = f'{disposition_type}; filename="{fallback}"'
-    if fallback != name:
-        value += "; filename*=UTF-8''" + quote(name.encode("utf-8"), safe=_ATTR_CHAR_SAFE)
-    return value
-
-
-# -- reading files (in worker threads) --------------------------------------------------------
-
-_OPEN_FLAGS = (
-    os.O_RDONLY
-    | getattr(os, "O_BINARY", 0)
-    | getattr(os, "O_CLOEXEC", 0)
-    # A FIFO would block open() until a writer comes; it is refused after fstat.
-    | getattr(os, "O_NONBLOCK", 0)
-)
-
-
-class NotAFileError(OSError):
-    """The path names something other than a regular file (a directory, a FIFO, ...)."""
-
-
-class OpenedFile:
-    """A file opened for a response: its descriptor and fstat, or all of it in `data`."""
-
-    __slots__ = ("data", "fd", "path", "stat")
-
-    def __init__(
-        self, path: str, fd: int | None, stat_result: os.stat_result, data: bytes | None = None
-    ) -> None:
-        self.path = path
-        self.fd = fd
-        self.stat = stat_result
-        self.data = data
-
-    def close(self) -> None:
-        """Close the descriptor (a local close does not block: no thread needed)."""
-        if self.fd is not None:
-            fd, self.fd = self.fd, None
-            os.close(fd)
-
-
-if hasattr(os, "pread"):
-
-    def _pread(fd: int, size: int, offset: int) -> bytes:
-        return os.pread(fd, size, offset)
-
-else:  # pragma: no cover - Windows
-
-    def _pread(fd: int, size: int, offset: int) -> bytes:
-        os.lseek(fd, offset, os.SEEK_SET)
-        return os.read(fd, size)
-
-
-def read_at(fd: int, offset: int, size: int) -> bytes:
-    """`size` bytes from `offset`, fewer only at the end of the file (blocking)."""
-    data = _pread(fd, size, offset)
-    if len(data) == size or not data:
-        return data
-    parts = [data]
-    got = len(data)
-    while got < size:
-        more = _pread(fd, size - got, offset + got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
-
-
-def read_chunks(fd: int, offset: int, sizes: list[int]) -> list[bytes]:
-    """Consecutive chunks of the given sizes from `offset` (blocking); stops at the end."""
-    chunks = []
-    for size in sizes:
-        chunk = read_at(fd, offset, size)
-        chunks.append(chunk)
-        if len(chunk) < size:
-            break
-        offset += size
-    return chunks
-
-
-def _chunk_sizes(start: int, end: int, chunk_size: int, count: int) -> list[int]:
-    sizes: list[int] = []
-    while start < end and len(sizes) < count:
-        size = min(chunk_size, end - start)
-        sizes.append(size)
-        start += size
-    return sizes
-
-
-def open_file(
-    path: str, prefetch: int = 0, verify: Callable[[int, os.stat_result], None] | None = None
-) -> OpenedFile:
-    """Open `path` and fstat it (blocking: run it in a worker thread).
-
-    A file of at most `prefetch` bytes is read whole and closed at once, so a
-    small file costs one trip to a thread. Raises NotAFileError for anything
-    but a regular file, and the OSError of open() otherwise. `verify` is
-    called with the descriptor and its fstat before anything is read; what
-    it raises closes the file and is raised.
-    """
-    fd = os.open(path, _OPEN_FLAGS)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotAFileError(f"{path} is not a regular file")
-        if verify is not None:
-            verify(fd, st)
-        if st.st_size <= prefetch:
-            data = read_at(fd, 0, st.st_size)
-            os.close(fd)
-            return OpenedFile(path, None, st, data)
-    except BaseException:
-        os.close(fd)
-        raise
-    return OpenedFile(path, fd, st)
-
-
-def _stat_file(path: str) -> os.stat_result:
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise NotAFileError(f"{path} is not a regular file")
-    return st
-
 
 # -- the response ----------------------------------------------------------------------------
 
@@ -516,7 +280,7 @@ class FileResponse(Response):
             if stat_only:
                 if self.stat_result is not None:
                     return self.stat_result
-                return await anyio.to_thread.run_sync(_stat_file, path)
+                return await anyio.to_thread.run_sync(stat_file, path)
             prefetch = self.chunk_size if plain_get else 0
             return await anyio.to_thread.run_sync(open_file, path, prefetch)
         except FileNotFoundError:
@@ -668,7 +432,7 @@ async def _send_pieces(
             start, end = piece
             while start < end:
                 # Several chunks per trip to a thread: the trip costs more than the read.
-                sizes = _chunk_sizes(start, end, chunk_size, READ_AHEAD)
+                sizes = chunk_sizes(start, end, chunk_size, READ_AHEAD)
                 try:
                     chunks = await anyio.to_thread.run_sync(read_chunks, fd, start, sizes)
                 except OSError:
