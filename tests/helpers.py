@@ -11,6 +11,7 @@ must see exactly what an app sends, or feed it exactly what a server would:
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from collections.abc import Callable, Iterable
 from typing import Any, Self
@@ -192,7 +193,16 @@ class AddHeader:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` different such ports: all held at once while they are chosen (two
+    calls of free_port() in a row can give the same port twice)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+        return ports

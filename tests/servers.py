@@ -30,7 +30,8 @@ from unittest import mock
 import httpx
 import pytest
 
-from tests.services import ROOT, free_port
+from tests.helpers import free_ports
+from tests.services import ROOT
 
 __all__ = [
     "SERVERS",
@@ -191,8 +192,7 @@ class Server:
         self.kind = kind
         self.cert = cert
         self.users: list[str] = []  # the tests that asked the pool for it, in order
-        self.port = free_port()
-        self.tls_port = free_port()
+        self.port, self.tls_port = free_ports(2)
         self.log: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 (closed by stop())
         self.process = subprocess.Popen(
             kind.command(self.port, self.tls_port, cert),
