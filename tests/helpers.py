@@ -11,9 +11,10 @@ must see exactly what an app sends, or feed it exactly what a server would:
 
 from __future__ import annotations
 
-import contextlib
+import random
 import socket
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, Self
 
 import anyio
@@ -196,13 +197,32 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_ports(count: int) -> list[int]:
-    """`count` different such ports: all held at once while they are chosen (two
-    calls of free_port() in a row can give the same port twice)."""
-    with contextlib.ExitStack() as stack:
-        ports = []
-        for _ in range(count):
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.append(sock.getsockname()[1])
-        return ports
+    """`count` different ports on 127.0.0.1 that nothing listens on right now.
+
+    Chosen below the kernel's ephemeral range: a port from that range can become
+    the local port of one of the tests' own client connections between being
+    chosen and the server's listen(), which then fails with "Address already in
+    use" (a server that sets SO_REUSEADDR binds, and fails only to listen).
+    """
+    low = _ephemeral_range()[0]
+    ports: list[int] = []
+    while len(ports) < count:
+        port = random.randrange(10_000, low) if low > 11_000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken: try another
+            port = sock.getsockname()[1]
+        if port not in ports:
+            ports.append(port)
+    return ports
