@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from microasgi import App, Request, UploadFile
+from microasgi._spool import Spool
 from tests.helpers import MakeClient, body_messages, http_scope, run_app
 
 BOUNDARY = "----microasgiBoundary7MA4YWxk"
@@ -278,7 +280,7 @@ def test_multipart_big_file_spooled_to_disk(make_client: MakeClient) -> None:
         form = await request.form()
         upload = form["f"]
         assert isinstance(upload, UploadFile)
-        rolled = getattr(upload.file, "_rolled", None)
+        rolled = not isinstance(upload.file, io.BytesIO)  # a temporary file on disk
         data = await upload.read()
         await form.close()
         return {
@@ -305,7 +307,7 @@ def test_multipart_small_file_stays_in_memory(make_client: MakeClient) -> None:
     @app.post("/small")
     async def small(request: Request) -> dict[str, Any]:
         form = await request.form()
-        rolled = getattr(form["f"].file, "_rolled", None)
+        rolled = not isinstance(form["f"].file, io.BytesIO)
         await form.close()
         return {"rolled": rolled}
 
@@ -504,15 +506,25 @@ async def test_multipart_over_limit_without_content_length() -> None:
 def test_uploads_closed_when_parse_fails(
     make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A finished upload (in memory) and one half written to disk are both closed."""
     seen: list[Any] = []
-    original = tempfile.SpooledTemporaryFile
+    original = tempfile.TemporaryFile
 
-    class Tracking(original):  # type: ignore[misc, valid-type]
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            seen.append(self)
+    def tracking(*args: Any, **kwargs: Any) -> Any:
+        file = original(*args, **kwargs)
+        seen.append(file)
+        return file
 
-    monkeypatch.setattr(tempfile, "SpooledTemporaryFile", Tracking)
+    monkeypatch.setattr(tempfile, "TemporaryFile", tracking)
+    finished: list[Any] = []
+    original_finish = Spool.finish
+
+    async def finish(self: Spool) -> Any:
+        file = await original_finish(self)
+        finished.append(file)
+        return file
+
+    monkeypatch.setattr(Spool, "finish", finish)
     app = App()
 
     @app.post("/up")
@@ -520,10 +532,21 @@ def test_uploads_closed_when_parse_fails(
         await request.form(max_part_size=5)
         return "unreachable"
 
-    body = multipart_body([("f", b"file", "f.txt", "text/plain"), ("big", b"x" * 50)])
-    r = make_client(app).post("/up", content=body, headers={"content-type": MULTIPART})
+    # The field over max_part_size fails the parse; the body then ends inside a file part.
+    small = multipart_body([("f", b"file", "f.txt", "text/plain"), ("big", b"x" * 50)])
+    r = make_client(app).post("/up", content=small, headers={"content-type": MULTIPART})
     assert r.status_code == 413
-    assert len(seen) == 1
+    assert len(finished) == 1  # "f", in memory
+    assert finished[0].closed
+    big = multipart_body([("f", b"file", "f.txt", "text/plain")])
+    big = big.removesuffix(f"--{BOUNDARY}--\r\n".encode())  # no closing delimiter
+    big += b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="g"; '
+    big += b'filename="g.bin"\r\n\r\n' + b"x" * (3 * 1024 * 1024)
+    r = make_client(app).post("/up", content=big, headers={"content-type": MULTIPART})
+    assert r.status_code == 400
+    assert len(finished) == 2  # "f" again; "g" never finished
+    assert finished[1].closed
+    assert len(seen) == 1  # "g" went to disk
     assert seen[0].closed
 
 

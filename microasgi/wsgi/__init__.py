@@ -11,7 +11,7 @@ from microasgi.wsgi._app import (
     WSGIApp,
     default_max_threads,
 )
-from microasgi.wsgi._body import ClientDisconnected
+from microasgi.wsgi._disconnect import ClientDisconnected
 from microasgi.wsgi._environ import build_environ
 
 __all__ = [

@@ -20,8 +20,9 @@ import anyio.to_thread
 
 from microasgi._context import DEFAULT_MAX_BODY_SIZE, context_of
 from microasgi._lifespan import serve_empty_lifespan
+from microasgi._spool import Spool
 from microasgi.types import Message, Receive, Scope, Send
-from microasgi.wsgi._body import ClientDisconnected, SpooledBody
+from microasgi.wsgi._disconnect import ClientDisconnected
 from microasgi.wsgi._environ import ErrorStream, build_environ
 
 __all__ = [
@@ -232,7 +233,7 @@ class _Exchange:
             and self.scope.get("http_version", "1.1") in ("1.0", "1.1")
         ):  # HTTP/1 without Content-Length or Transfer-Encoding: no body
             return io.BytesIO()
-        body = SpooledBody(wsgi.spool_threshold)
+        body = Spool(wsgi.spool_threshold)
         received: BinaryIO | None = None
         try:
             left = declared
