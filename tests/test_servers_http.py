@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import random
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -126,8 +127,10 @@ def test_streamed_upload_echoes_back(client: httpx.Client, target: Target) -> No
     assert response.content == b"".join(chunks)
 
 
-def test_multipart_upload(client: httpx.Client) -> None:
-    data = bytes(range(256)) * 1000
+@pytest.mark.parametrize("size", [256_000, 2_900_000], ids=["in-memory", "on-disk"])
+def test_multipart_upload(client: httpx.Client, size: int) -> None:
+    """A file under 1 MiB stays in memory; a larger one goes to disk (the app's limit is 3 MiB)."""
+    data = random.Random(size).randbytes(size)
     response = client.post(
         "/upload",
         data={"title": "a report", "tags": "x"},
