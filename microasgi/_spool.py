@@ -212,8 +212,6 @@ def _fallocate() -> Callable[[int, int, int, int], int] | None:
 
 
 def _load_fallocate() -> Callable[[int, int, int, int], int] | None:
-    if os.environ.get("NOFALLOC"):
-        return None
     if not sys.platform.startswith("linux"):
         return None
     import ctypes  # only needed once a body reaches the disk
