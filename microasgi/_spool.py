@@ -41,6 +41,10 @@ SMALL_CHUNK = 4096
 #: The smallest batch buffer (for a threshold of 0: everything to disk).
 MIN_BATCH = 64 * 1024
 
+#: The largest batch buffer taken by default: larger batches write no faster
+#: (a 50 MiB upload measured the same with 2 and 4 MiB).
+MAX_DEFAULT_BATCH = 4 * 1024 * 1024
+
 #: Buffers per write call: Linux's UIO_MAXIOV (the BSDs' and macOS's IOV_MAX too).
 MAX_BUFFERS = 1024
 
@@ -54,7 +58,8 @@ class Spool:
     binary file positioned at its start (a BytesIO when it stayed in memory);
     `close()` drops it if it is not wanted after all. Memory held: at most
     `threshold` plus one chunk while in memory, then the batch buffer of
-    `batch_size` bytes (by default `threshold`, at least 64 KiB).
+    `batch_size` bytes (by default `threshold` up to 4 MiB; at least 64 KiB),
+    allocated when the first chunk after the first write to disk arrives.
     """
 
     __slots__ = (
@@ -73,13 +78,15 @@ class Spool:
 
     def __init__(self, threshold: int, batch_size: int | None = None) -> None:
         self.threshold = threshold
-        self.batch_size = max(threshold, MIN_BATCH) if batch_size is None else batch_size
+        if batch_size is None:
+            batch_size = min(threshold, MAX_DEFAULT_BATCH)
+        self.batch_size = max(batch_size, MIN_BATCH)
         self.size = 0  # bytes written so far
         self._chunks: list[bytes] = []  # in memory, before the file exists
         self._small = bytearray()  # small chunks being joined (their bytes count in _waiting)
         self._waiting = 0
         self._file: BinaryIO | None = None
-        self._batch: bytearray | None = None  # once the file exists
+        self._batch: bytearray | None = None  # once the file has data
         self._filled = 0  # bytes of _batch in use
         self._on_disk = 0  # bytes in the file
         self._reserve = True  # False once fallocate failed for this file
@@ -87,7 +94,7 @@ class Spool:
     async def write(self, chunk: bytes) -> None:
         """Keep `chunk`; whatever waits goes to the file once it is over the threshold."""
         self.size += len(chunk)
-        if self._batch is not None:
+        if self._on_disk:
             await self._copy(chunk)
             return
         self._waiting += len(chunk)
@@ -101,12 +108,12 @@ class Spool:
             self._chunks.append(chunk)
         if self._waiting > self.threshold:
             await anyio.to_thread.run_sync(self._write_out, self._take(), False)
-            self._batch = bytearray(self.batch_size)
 
     async def _copy(self, chunk: bytes) -> None:
         """Copy `chunk` into the batch buffer, writing the buffer out each time it fills."""
         batch = self._batch
-        assert batch is not None
+        if batch is None:
+            batch = self._batch = bytearray(self.batch_size)
         view = memoryview(chunk)
         while view:
             start = self._filled
@@ -118,9 +125,8 @@ class Spool:
                 await self._flush(False)
 
     async def _flush(self, rewind: bool) -> None:
-        assert self._batch is not None
-        filled = memoryview(self._batch)[: self._filled]
-        await anyio.to_thread.run_sync(self._write_out, [filled], rewind)
+        filled = [] if self._batch is None else [memoryview(self._batch)[: self._filled]]
+        await anyio.to_thread.run_sync(self._write_out, filled, rewind)
         self._filled = 0
 
     async def finish(self) -> BinaryIO:

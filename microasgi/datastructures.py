@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 from urllib.parse import parse_qsl, quote, urlencode
 
+import anyio
 import anyio.to_thread
 
 __all__ = [
@@ -446,7 +447,13 @@ class FormData(ImmutableMultiDict):
     __slots__ = ()
 
     async def close(self) -> None:
-        """Close every uploaded file (their spooled temporary files go away)."""
-        for _, value in self._list:
-            if isinstance(value, UploadFile):
-                await value.close()
+        """Close every uploaded file (their temporary files go away).
+
+        Shielded from cancellation: this is the cleanup of a request that may be
+        being cancelled (a shutdown, a timeout), and a file it skipped would stay
+        open, with its disk space, until the garbage collector found it.
+        """
+        with anyio.CancelScope(shield=True):
+            for _, value in self._list:
+                if isinstance(value, UploadFile):
+                    await value.close()

@@ -8,11 +8,14 @@ import json
 import logging
 import os
 import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import pytest
 
 from microasgi import App, Request, UploadFile
+from microasgi._forms import parse_form
 from microasgi._spool import Spool
 from tests.helpers import MakeClient, body_messages, http_scope, run_app
 
@@ -548,6 +551,49 @@ def test_uploads_closed_when_parse_fails(
     assert finished[1].closed
     assert len(seen) == 1  # "g" went to disk
     assert seen[0].closed
+
+
+@pytest.mark.anyio
+async def test_uploads_closed_when_parsing_is_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cancelled parse (a shutdown, a timeout around the handler) still closes every file:
+    the one finished on disk and the one half written."""
+    finished: list[Any] = []
+    original_finish = Spool.finish
+
+    async def finish(self: Spool) -> Any:
+        file = await original_finish(self)
+        finished.append(file)
+        return file
+
+    monkeypatch.setattr(Spool, "finish", finish)
+    spools: list[Spool] = []
+    original_init = Spool.__init__
+
+    def init(self: Spool, *args: Any) -> None:
+        original_init(self, *args)
+        spools.append(self)
+
+    monkeypatch.setattr(Spool, "__init__", init)
+    first = multipart_body([("f", b"x" * (3 * 1024 * 1024), "f.bin", "application/octet-stream")])
+    first = first.removesuffix(f"--{BOUNDARY}--\r\n".encode())
+    second = b"--" + BOUNDARY.encode() + b'\r\nContent-Disposition: form-data; name="g"; '
+    second += b'filename="g.bin"\r\n\r\n' + b"y" * (1536 * 1024)  # on disk too
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for start in range(0, len(first), 65536):
+            yield first[start : start + 65536]
+        yield second
+        await anyio.sleep_forever()  # the rest never comes
+
+    with anyio.move_on_after(1) as scope:
+        await parse_form(MULTIPART, chunks(), max_files=10, max_fields=10, max_part_size=1000)
+    assert scope.cancelled_caught
+    assert len(finished) == 1
+    assert not isinstance(finished[0], io.BytesIO)  # on disk
+    assert finished[0].closed
+    assert len(spools) == 2
+    assert spools[1]._file is not None
+    assert spools[1]._file.closed
 
 
 # -- other content types -------------------------------------------------------------

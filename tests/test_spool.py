@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from microasgi import _spool
-from microasgi._spool import MAX_BUFFERS, SMALL_CHUNK, Spool
+from microasgi._spool import MAX_BUFFERS, MAX_DEFAULT_BATCH, MIN_BATCH, SMALL_CHUNK, Spool
 
 
 def spool_through(chunks: list[bytes], threshold: int) -> tuple[bytes, bool, Spool]:
@@ -173,3 +173,33 @@ def test_any_chunking_gives_the_body_back(sizes: list[int], threshold: int, pwri
     assert data == b"".join(chunks)
     assert spool.size == len(data)
     assert on_disk == (len(data) > threshold)
+
+
+def test_batch_buffer_only_when_data_follows_the_first_write() -> None:
+    """The body that just crosses the threshold allocates no batch buffer."""
+
+    async def main() -> None:
+        spool = Spool(1000)
+        await spool.write(b"x" * 1500)
+        assert spool._batch is None
+        await spool.write(b"y" * 10)
+        assert spool._batch is not None
+        assert len(spool._batch) == MIN_BATCH  # a threshold under 64 KiB
+        file = await spool.finish()
+        assert file.read() == b"x" * 1500 + b"y" * 10
+
+    anyio.run(main)
+
+
+@pytest.mark.parametrize(
+    ("threshold", "batch_size", "expected"),
+    [
+        (0, None, MIN_BATCH),
+        (1024 * 1024, None, 1024 * 1024),
+        (64 * 1024 * 1024, None, MAX_DEFAULT_BATCH),  # a large threshold: batches stay 4 MiB
+        (1024 * 1024, 0, MIN_BATCH),  # never a batch too small to make progress
+        (1024 * 1024, 2 * 1024 * 1024, 2 * 1024 * 1024),
+    ],
+)
+def test_batch_size(threshold: int, batch_size: int | None, expected: int) -> None:
+    assert Spool(threshold, batch_size).batch_size == expected
