@@ -596,6 +596,29 @@ async def test_uploads_closed_when_parsing_is_cancelled(monkeypatch: pytest.Monk
     assert spools[1]._file.closed
 
 
+@pytest.mark.anyio
+async def test_uploads_closed_when_the_endpoint_is_cancelled() -> None:
+    """An endpoint cancelled after it parsed its form (a shutdown, a timeout around it)."""
+    kept: list[UploadFile] = []
+    app = App()
+
+    @app.post("/up")
+    async def up(request: Request) -> str:
+        form = await request.form()
+        upload = form["f"]
+        assert isinstance(upload, UploadFile)
+        kept.append(upload)
+        await anyio.sleep_forever()
+        return "unreachable"
+
+    body = multipart_body([("f", b"z" * (2 * 1024 * 1024), "f.bin", "application/octet-stream")])
+    scope = http_scope("POST", "/up", headers=[(b"content-type", MULTIPART.encode())])
+    with anyio.move_on_after(1):
+        await run_app(app, scope, body_messages(body))
+    assert len(kept) == 1
+    assert kept[0].file.closed
+
+
 # -- other content types -------------------------------------------------------------
 
 
