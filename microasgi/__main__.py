@@ -72,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
         "or off",
     )
     run_.add_argument(
+        "--reuse-port",
+        action="store_true",
+        help="uvicorn on Linux, with --workers: each worker listens on a socket of its own "
+        "(SO_REUSEPORT), so that the kernel spreads new connections evenly over the workers",
+    )
+    run_.add_argument(
         "--no-gc-freeze",
         dest="gc_freeze",
         action="store_false",
@@ -98,6 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error("--ssl-certfile and --ssl-keyfile go together")
     if args.ws_deflate is not None and args.server != "uvicorn":
         return _error(f"--ws-deflate is for uvicorn: {args.server} negotiates compression itself")
+    if args.reuse_port and args.server != "uvicorn":
+        return _error(f"--reuse-port is for uvicorn: {args.server} shares one socket itself")
+    if args.reuse_port and not sys.platform.startswith("linux"):
+        return _error("--reuse-port needs Linux (its SO_REUSEPORT spreads connections)")
     if importlib.util.find_spec(args.server) is None:
         return _error(f"{args.server} is not installed: {_INSTALL[args.server]}", 1)
     options = RunOptions(
@@ -114,6 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grace=args.grace,
         ws_deflate=args.ws_deflate or "message",
         gc_freeze=args.gc_freeze,
+        reuse_port=args.reuse_port,
     )
     return run(options)
 

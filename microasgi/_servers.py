@@ -92,6 +92,7 @@ class RunOptions:
     grace: float = DEFAULT_GRACE
     ws_deflate: str = "message"  # uvicorn only: one of WS_DEFLATE
     gc_freeze: bool = True  # freeze what is alive once the app has started
+    reuse_port: bool = False  # uvicorn, Linux: each worker binds its own socket (_workers.py)
 
     @property
     def process_count(self) -> int:
@@ -263,6 +264,18 @@ def _run_uvicorn(options: RunOptions) -> int:
     server = uvicorn.Server(config)
     if config.should_reload:
         ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
+    elif config.workers > 1 and options.reuse_port:
+        from microasgi._workers import bind_own_socket, own_sockets
+
+        # Fail here, not in every worker, when the address is taken: bound, not listening,
+        # so that no connection waits on it.
+        try:
+            bind_own_socket(config.host, config.port, config.backlog, listen=False).close()
+        except OSError as exc:
+            print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
+            return 1
+        with own_sockets():
+            Supervisor(config, sockets=[]).run()
     elif config.workers > 1:
         Supervisor(config, sockets=[config.bind_socket()]).run()
     else:

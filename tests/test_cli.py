@@ -310,6 +310,31 @@ def test_several_workers(server: str) -> None:
             assert httpx.get(f"http://127.0.0.1:{port}/health", timeout=5).text == "ok"
 
 
+def test_reuse_port_needs_linux(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from microasgi.__main__ import main
+
+    monkeypatch.setattr(sys, "platform", "darwin")
+    assert main(["run", "examples.hello:app", "--workers", "2", "--reuse-port"]) == 2
+    assert "--reuse-port needs Linux" in capsys.readouterr().err
+
+
+@pytest.mark.integration
+def test_reuse_port_on_a_taken_address_exits_1() -> None:
+    """A port held by a socket that does not share it: one clear error, no workers started."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = run_cli(
+            "run", "examples.hello:app", "--workers", "2", "--reuse-port", "--port", str(port)
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_server_that_is_not_installed(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -335,6 +360,7 @@ def test_a_server_that_is_not_installed(
         (["--log-level", "loud"], "invalid choice"),
         (["--ws-deflate", "max"], "invalid choice"),
         (["--server", "hypercorn", "--ws-deflate", "off"], "--ws-deflate is for uvicorn"),
+        (["--server", "granian", "--reuse-port"], "--reuse-port is for uvicorn"),
     ],
 )
 def test_bad_options_exit_2(arguments: list[str], message: str) -> None:

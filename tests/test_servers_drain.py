@@ -8,6 +8,7 @@ is also driven in process, on asyncio and on trio."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -23,7 +24,7 @@ import anyio
 import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from microasgi import App, EventSourceResponse, WebSocket, WebSocketDisconnect
 from microasgi._drain import Drain, DrainClosed, DrainMiddleware
@@ -120,13 +121,74 @@ async def read_event_stream(client: httpx.AsyncClient, url: str, started: asynci
         return f"broken: {exc!r}"
 
 
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on `port` (IPv4), from /proc/net/tcp."""
+    count = 0
+    with open("/proc/net/tcp") as table:
+        for line in table.readlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if local.endswith(f":{port:04X}") and state == "0A":
+                count += 1
+    return count
+
+
+async def worker_pid(server: CLIServer) -> str:
+    """The pid of the worker that accepts a new connection."""
+    async with connect(f"ws://127.0.0.1:{server.port}/ws-pid", open_timeout=5) as ws:
+        return str(await asyncio.wait_for(ws.recv(), 5))
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("workers", [1, 2], ids=["one-worker", "two-workers"])
-@pytest.mark.parametrize("server_name", SERVER_NAMES)
-def test_sigterm_drains(server_name: str, workers: int) -> None:
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads on Linux")
+def test_reuse_port_gives_each_worker_its_socket() -> None:
+    """`--reuse-port`: a listening socket per worker, new connections spread over both,
+    and a killed worker's replacement binds its own."""
+    with cli_server("uvicorn", "--workers", "2", "--reuse-port") as server:
+        deadline = time.monotonic() + 20
+        while listening_sockets(server.port) != 2:
+            assert time.monotonic() < deadline, listening_sockets(server.port)
+            time.sleep(0.1)
+
+        async def spread() -> collections.Counter[str]:
+            return collections.Counter([await worker_pid(server) for _ in range(60)])
+
+        counts = asyncio.run(spread())
+        assert len(counts) == 2, counts
+        assert min(counts.values()) >= 15, counts  # the kernel's hash: 30 each, give or take
+        killed = min(counts)
+        os.kill(int(killed), signal.SIGKILL)
+
+        async def replacement() -> str:
+            while True:
+                try:
+                    pid = await worker_pid(server)
+                except (OSError, EOFError, TimeoutError, WebSocketException):
+                    # Hashed to the dying worker's socket before it closed: reset, as
+                    # running.md says; a client connects again.
+                    pid = ""
+                if pid and pid not in counts:
+                    return pid
+                await asyncio.sleep(0.1)
+
+        new = asyncio.run(asyncio.wait_for(replacement(), 30))
+        assert new not in counts
+        assert listening_sockets(server.port) == 2
+        assert "Traceback" not in server.output()
+
+
+DRAIN_CASES = [
+    pytest.param(name, workers, [], id=f"{name}-{label}")
+    for name in SERVER_NAMES
+    for workers, label in ((1, "one-worker"), (2, "two-workers"))
+] + [pytest.param("uvicorn", 2, ["--reuse-port"], id="uvicorn-two-workers-reuse-port")]
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("server_name", "workers", "extra"), DRAIN_CASES)
+def test_sigterm_drains(server_name: str, workers: int, extra: list[str]) -> None:
     grace = 8.0
     args = ["--grace", str(grace)] + (["--workers", str(workers)] if workers > 1 else [])
-    with cli_server(server_name, *args) as server:
+    with cli_server(server_name, *args, *extra) as server:
 
         async def scenario() -> dict[str, Any]:
             sockets = await open_websockets(server, workers)
