@@ -74,6 +74,9 @@ class Settings:
     # connection ("context") or declined ("off").
     server_deflate: str = "message"
     server_gc_freeze: bool = True  # the CLI's default; --no-gc-freeze turns it off
+    # A listening socket per worker (the CLI's --reuse-port), as on a Linux host in
+    # production: the kernel spreads the storm's connections evenly over the workers.
+    server_reuse_port: bool = sys.platform.startswith("linux")
     settle_timeout: float = 60.0
 
 
@@ -143,11 +146,17 @@ class ChatServers:
     """`python -m microasgi run examples.chat:app --workers N` (uvicorn's supervisor)."""
 
     def __init__(
-        self, workers: int, redis_url: str, deflate: str = "message", gc_freeze: bool = True
+        self,
+        workers: int,
+        redis_url: str,
+        deflate: str = "message",
+        gc_freeze: bool = True,
+        reuse_port: bool = False,
     ) -> None:
         self.workers = workers
         self.deflate = deflate
         self.gc_freeze = gc_freeze
+        self.reuse_port = reuse_port
         self.port = free_port()
         self.redis_url = redis_url
         self.process: subprocess.Popen[bytes] | None = None
@@ -164,6 +173,8 @@ class ChatServers:
         command += ["--ws-deflate", self.deflate]
         if not self.gc_freeze:
             command.append("--no-gc-freeze")
+        if self.reuse_port and self.workers > 1:
+            command.append("--reuse-port")
         command += ["--port", str(self.port), "--workers", str(self.workers)]
         command += ["--log-level", "warning"]
         self.process = subprocess.Popen(
@@ -463,7 +474,11 @@ def services(settings: Settings) -> Iterator[tuple[Redis, ChatServers]]:
         redis = Redis(Path(directory))
         redis.start()
         servers = ChatServers(
-            settings.workers, redis.url, settings.server_deflate, settings.server_gc_freeze
+            settings.workers,
+            redis.url,
+            settings.server_deflate,
+            settings.server_gc_freeze,
+            settings.server_reuse_port,
         )
         try:
             servers.start()
@@ -733,7 +748,8 @@ def show(report: Report) -> None:
         f"{s['senders']} senders at {s['rate']:g} msg/s in all, "
         f"clients offer permessage-deflate: {'yes' if s['deflate'] else 'no'}, "
         f"server: {s['server_deflate']}"
-        f"{'' if s['server_gc_freeze'] else ', --no-gc-freeze'}, clients on {s['client_loop']}"
+        f"{'' if s['server_gc_freeze'] else ', --no-gc-freeze'}"
+        f"{', --reuse-port' if s.get('server_reuse_port') else ''}, clients on {s['client_loop']}"
     )
     cp = report.concurrent_publishes
     print(f"1,000 concurrent publishes: {cp['errors']} errors, {cp['seconds']} s")
@@ -801,6 +817,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="serve with `python -m microasgi run --no-gc-freeze` (to measure what it saves)",
     )
+    parser.add_argument(
+        "--no-reuse-port",
+        action="store_true",
+        help="workers share uvicorn's one listening socket (by default, on Linux, each has "
+        "its own: `python -m microasgi run --reuse-port`)",
+    )
     parser.add_argument("--redis-stop", choices=["kill", "term"])
     parser.add_argument(
         "--server-deflate",
@@ -819,6 +841,7 @@ def main(argv: list[str] | None = None) -> int:
     settings.redis_restart = not args.no_redis_restart
     settings.worker_kill = not args.no_worker_kill
     settings.server_gc_freeze = not args.no_gc_freeze
+    settings.server_reuse_port = settings.server_reuse_port and not args.no_reuse_port
     if shutil.which("redis-server") is None and not Path("/usr/bin/redis-server").exists():
         print("redis-server is not installed (apt-get install redis-server)", file=sys.stderr)
         return 2
