@@ -106,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _error(f"--ws-deflate is for uvicorn: {args.server} negotiates compression itself")
     if args.reuse_port and args.server != "uvicorn":
         return _error(f"--reuse-port is for uvicorn: {args.server} shares one socket itself")
+    if args.reuse_port and (args.workers or 1) < 2:
+        return _error("--reuse-port gives each worker a socket: it needs --workers 2 or more")
     if args.reuse_port and not sys.platform.startswith("linux"):
         return _error("--reuse-port needs Linux (its SO_REUSEPORT spreads connections)")
     if importlib.util.find_spec(args.server) is None:

@@ -265,15 +265,22 @@ def _run_uvicorn(options: RunOptions) -> int:
     if config.should_reload:
         ChangeReload(config, target=server.run, sockets=[config.bind_socket()]).run()
     elif config.workers > 1 and options.reuse_port:
-        from microasgi._workers import bind_own_socket, own_sockets
+        from microasgi._workers import bind_own_socket, logger, own_sockets
 
-        # Fail here, not in every worker, when the address is taken: bound, not listening,
-        # so that no connection waits on it.
+        # Fail here, not in every worker, when anything listens on the address already
+        # (without sharing it, so that an old deployment's workers are caught too).
         try:
-            bind_own_socket(config.host, config.port, config.backlog, listen=False).close()
+            bind_own_socket(config.host, config.port, share=False).close()
         except OSError as exc:
             print(f"error: cannot listen on {config.host}:{config.port}: {exc}", file=sys.stderr)
             return 1
+        scheme = "https" if config.is_ssl else "http"
+        logger.info(
+            "Uvicorn running on %s://%s:%d, a socket per worker (Press CTRL+C to quit)",
+            scheme,
+            config.host,
+            config.port,
+        )
         with own_sockets():
             Supervisor(config, sockets=[]).run()
     elif config.workers > 1:

@@ -15,7 +15,9 @@ This module imports uvicorn: only the CLI imports it, when uvicorn is there.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,22 +25,30 @@ import uvicorn.supervisors.multiprocess as multiprocess
 
 __all__ = ["OwnSocketProcess", "bind_own_socket", "own_sockets"]
 
+logger = logging.getLogger("uvicorn.error")
 
-def bind_own_socket(host: str, port: int, backlog: int, *, listen: bool = True) -> socket.socket:
-    """A socket bound to (host, port) with SO_REUSEPORT, listening unless told not to.
+#: uvicorn's exit status for a worker that cannot start: its supervisor stops then,
+#: instead of starting the worker again and again.
+STARTUP_FAILURE = 3
 
-    OSError if the address is taken by a socket that does not share it.
+
+def bind_own_socket(host: str, port: int, *, share: bool = True) -> socket.socket:
+    """A socket bound to (host, port), not listening: with SO_REUSEPORT if `share`.
+
+    The address family is chosen as uvicorn chooses it (IPv6 for a host with a
+    colon, else IPv4), so that ``--host localhost`` means 127.0.0.1 either way.
+    OSError if the address is taken (by any listening socket, when not `share`).
     """
-    family, kind, proto, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
-    sock = socket.socket(family, kind, proto)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address = socket.getaddrinfo(
+        host, port, family=family, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0][4]
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if share:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        if listen:
-            sock.listen(backlog)
     except BaseException:
         sock.close()
         raise
@@ -51,12 +61,14 @@ class OwnSocketProcess(multiprocess.Process):
 
     def target(self, sockets: list[socket.socket] | None = None) -> None:
         config: Any = self.config
-        # Bound, not listening: uvicorn listens once the app has started (its server
-        # calls listen()), so no connection waits in this worker's queue meanwhile. A
-        # socket that listened from here held connections for the second the chat took
-        # to import and start: the worker-kill phase's latency max went from about 0.2
-        # to 1.2 s.
-        sock = bind_own_socket(config.host, config.port, config.backlog, listen=False)
+        # Bound, not listening: uvicorn's server calls listen() once the app has
+        # started, so no connection waits in the queue of a worker that cannot
+        # serve it yet.
+        try:
+            sock = bind_own_socket(config.host, config.port)
+        except OSError as exc:  # taken since the supervisor's check, or gone
+            logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+            sys.exit(STARTUP_FAILURE)
         super().target([sock])
 
 

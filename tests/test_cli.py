@@ -321,9 +321,14 @@ def test_reuse_port_needs_linux(
 
 
 @pytest.mark.integration
-def test_reuse_port_on_a_taken_address_exits_1() -> None:
-    """A port held by a socket that does not share it: one clear error, no workers started."""
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads on Linux")
+@pytest.mark.parametrize("shared", [False, True], ids=["plain", "reuse-port"])
+def test_reuse_port_on_a_taken_address_exits_1(shared: bool) -> None:
+    """A port something listens on already, even a socket that would share it (an old
+    deployment's workers): one clear error, no workers started."""
     with socket.socket() as holder:
+        if shared:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
@@ -333,6 +338,33 @@ def test_reuse_port_on_a_taken_address_exits_1() -> None:
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT spreads on Linux")
+def test_reuse_port_worker_that_cannot_bind_stops_the_supervisor() -> None:
+    """A worker whose address was taken after the supervisor's check exits with uvicorn's
+    startup-failure status, which stops the supervisor instead of restarting it forever."""
+    import uvicorn
+
+    from microasgi._workers import STARTUP_FAILURE, OwnSocketProcess
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        config = uvicorn.Config("examples.hello:app", port=holder.getsockname()[1], workers=2)
+        process = OwnSocketProcess(config, [])
+        with pytest.raises(SystemExit) as exited:
+            process.target()
+    assert exited.value.code == STARTUP_FAILURE == 3
+
+
+def test_reuse_port_chooses_the_family_as_uvicorn_does() -> None:
+    """``localhost`` is IPv4 (uvicorn takes IPv6 only for a host with a colon)."""
+    from microasgi._workers import bind_own_socket
+
+    with bind_own_socket("localhost", 0) as sock:
+        assert sock.family == socket.AF_INET
+        assert sock.getsockname()[0] == "127.0.0.1"
 
 
 def test_a_server_that_is_not_installed(
@@ -361,6 +393,7 @@ def test_a_server_that_is_not_installed(
         (["--ws-deflate", "max"], "invalid choice"),
         (["--server", "hypercorn", "--ws-deflate", "off"], "--ws-deflate is for uvicorn"),
         (["--server", "granian", "--reuse-port"], "--reuse-port is for uvicorn"),
+        (["--reuse-port"], "--workers 2 or more"),
     ],
 )
 def test_bad_options_exit_2(arguments: list[str], message: str) -> None:
