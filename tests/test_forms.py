@@ -506,6 +506,20 @@ async def test_multipart_over_limit_without_content_length() -> None:
     assert ex.status == 413
 
 
+def record_finished_files(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every file `Spool.finish()` gives out from now on, in order."""
+    finished: list[Any] = []
+    original = Spool.finish
+
+    async def finish(self: Spool) -> Any:
+        file = await original(self)
+        finished.append(file)
+        return file
+
+    monkeypatch.setattr(Spool, "finish", finish)
+    return finished
+
+
 def test_uploads_closed_when_parse_fails(
     make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -519,15 +533,7 @@ def test_uploads_closed_when_parse_fails(
         return file
 
     monkeypatch.setattr(tempfile, "TemporaryFile", tracking)
-    finished: list[Any] = []
-    original_finish = Spool.finish
-
-    async def finish(self: Spool) -> Any:
-        file = await original_finish(self)
-        finished.append(file)
-        return file
-
-    monkeypatch.setattr(Spool, "finish", finish)
+    finished = record_finished_files(monkeypatch)
     app = App()
 
     @app.post("/up")
@@ -557,15 +563,7 @@ def test_uploads_closed_when_parse_fails(
 async def test_uploads_closed_when_parsing_is_cancelled(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cancelled parse (a shutdown, a timeout around the handler) still closes every file:
     the one finished on disk and the one half written."""
-    finished: list[Any] = []
-    original_finish = Spool.finish
-
-    async def finish(self: Spool) -> Any:
-        file = await original_finish(self)
-        finished.append(file)
-        return file
-
-    monkeypatch.setattr(Spool, "finish", finish)
+    finished = record_finished_files(monkeypatch)
     spools: list[Spool] = []
     original_init = Spool.__init__
 
