@@ -11,8 +11,8 @@ from microasgi.wsgi._app import (
     WSGIApp,
     default_max_threads,
 )
-from microasgi.wsgi._disconnect import ClientDisconnected
 from microasgi.wsgi._environ import build_environ
+from microasgi.wsgi._response import ClientDisconnected
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",

@@ -7,7 +7,6 @@ import contextlib
 import io
 import logging
 import os
-import re
 from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO
 from wsgiref.types import WSGIApplication
@@ -22,8 +21,14 @@ from microasgi._context import DEFAULT_MAX_BODY_SIZE, context_of
 from microasgi._lifespan import serve_empty_lifespan
 from microasgi._spool import Spool
 from microasgi.types import Message, Receive, Scope, Send
-from microasgi.wsgi._disconnect import ClientDisconnected
 from microasgi.wsgi._environ import ErrorStream, build_environ
+from microasgi.wsgi._response import (
+    NO_CONTENT,
+    ClientDisconnected,
+    content_length,
+    encode_headers,
+    status_code,
+)
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -46,9 +51,6 @@ WATCHER_GRACE = 1.0
 
 _UNSET: Any = object()  # max_body_size not given: the App's limit, else the default
 _Gone = tuple[type[BaseException], ...]  # what a bridge call raises once the loop gives up
-_NO_CONTENT = frozenset({204, 304})
-_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTLs but HTAB: not allowed in a field value
 
 
 def default_max_threads() -> int:
@@ -223,7 +225,7 @@ class _Exchange:
         """
         environ, wsgi = self.environ, self.wsgi
         limit = wsgi.body_limit(self.scope)
-        declared = _content_length(environ.get("CONTENT_LENGTH"))
+        declared = content_length(environ.get("CONTENT_LENGTH"))
         if declared is not None and limit is not None and declared > limit:
             await self._answer(413, f"The request body is larger than {limit} bytes.\n")
             return None
@@ -419,9 +421,9 @@ class _Exchange:
                 exc_info = None  # no reference cycle through the traceback
         elif self.status is not None:
             raise RuntimeError("start_response() called again without exc_info")
-        code = _status_code(status)
-        raw_headers, length = _encode_headers(headers)
-        no_body = code < 200 or code in _NO_CONTENT or self.environ["REQUEST_METHOD"] == "HEAD"
+        code = status_code(status)
+        raw_headers, length = encode_headers(headers)
+        no_body = code < 200 or code in NO_CONTENT or self.environ["REQUEST_METHOD"] == "HEAD"
         self.status, self.headers, self.length_left = code, raw_headers, length
         self.body_allowed = not no_body
         return self._write
@@ -466,55 +468,3 @@ class _Exchange:
         except self.gone as exc:
             self.disconnected = True
             raise ClientDisconnected("the client went away during the response") from exc
-
-
-def _content_length(value: str | None) -> int | None:
-    if value is None or not (value.isascii() and value.isdigit()):  # absent, or not a number
-        return None
-    return int(value)
-
-
-def _status_code(status: str) -> int:
-    """The code of a PEP 3333 status line such as "200 OK"."""
-    if (
-        not isinstance(status, str)
-        or len(status) < 3
-        or not (status[:3].isascii() and status[:3].isdigit())
-        or (len(status) > 3 and status[3] != " ")
-        or int(status[:3]) < 100
-    ):
-        raise ValueError(f"invalid WSGI status {status!r}: expected e.g. '200 OK'")
-    return int(status[:3])
-
-
-def _encode_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[bytes, bytes]], int | None]:
-    """ASGI headers (lowercase names, latin-1) and the Content-Length if one is given.
-
-    Values lose the optional whitespace around them (RFC 9110 OWS: Django writes
-    Set-Cookie values with a leading space, which h11 refuses to send). A value
-    with CR, LF or NUL (header injection) or another control character is an
-    error of the app.
-    """
-    raw: list[tuple[bytes, bytes]] = []
-    length: int | None = None
-    for name, value in headers:
-        if not isinstance(name, str) or not isinstance(value, str):
-            raise TypeError(f"WSGI header names and values are str: {(name, value)!r}")
-        if not _TOKEN.fullmatch(name):
-            raise ValueError(f"invalid WSGI header name {name!r}")
-        value = value.strip(" \t")
-        bad = _CONTROL.search(value)
-        if bad is not None:
-            what = "CR, LF or NUL" if bad.group() in "\r\n\x00" else "a control character"
-            raise ValueError(f"the WSGI header {name!r} has {what} in its value: {value!r}")
-        try:
-            encoded = value.encode("latin-1")
-        except UnicodeEncodeError:
-            raise ValueError(
-                f"the WSGI header {name!r} has a value that is not latin-1: {value!r}"
-            ) from None
-        lower = name.lower()
-        raw.append((lower.encode("latin-1"), encoded))
-        if lower == "content-length" and length is None:
-            length = _content_length(value)
-    return raw, length
