@@ -18,6 +18,7 @@ from typing import Literal
 import anyio.to_thread
 
 from microasgi._context import context_of
+from microasgi._encodings import parse_accept_encoding
 from microasgi._lifespan import serve_empty_lifespan
 from microasgi.datastructures import _check_header, quote_path
 from microasgi.exceptions import HTTPException
@@ -39,7 +40,6 @@ FollowSymlinks = bool | Literal["files", "directories"]
 
 #: Precompressed siblings, in our order of preference when the client likes them equally.
 _SIDECARS = (("br", ".br"), ("zstd", ".zst"), ("gzip", ".gz"))
-_QVALUE = re.compile(r"(?:0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?)")
 _DRIVE = re.compile(r"[A-Za-z]:")
 #: lstat/stat errors that mean "nothing to serve here"
 _MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
@@ -77,31 +77,6 @@ def safe_parts(route_path: str) -> tuple[list[str], bool] | None:
         if part in ("", ".", "..") or _DRIVE.match(part) or (os.name == "nt" and ":" in part):
             return None
     return parts, trailing
-
-
-def accepted_encodings(header: str) -> dict[str, float]:
-    """Content codings of an Accept-Encoding header with their q-values (RFC 9110 12.5.3).
-
-    An element with a malformed q-value is left out; ``x-gzip`` counts as gzip.
-    """
-    codings: dict[str, float] = {}
-    for element in header.split(","):
-        coding, _, params = element.partition(";")
-        coding = coding.strip(" \t").lower()
-        if not coding:
-            continue
-        q = 1.0
-        for param in params.split(";") if params else ():
-            key, _, value = param.partition("=")
-            if key.strip(" \t").lower() == "q":
-                value = value.strip(" \t")
-                q = float(value) if _QVALUE.fullmatch(value) else -1.0
-        if q < 0:
-            continue
-        if coding == "x-gzip":
-            coding = "gzip"
-        codings.setdefault(coding, q)
-    return codings
 
 
 def _package_directory(package: str | tuple[str, str]) -> str:
@@ -301,7 +276,7 @@ class StaticFiles:
         plain_get = method == "GET" and not conditional
         pathsend = plain_get and offers_pathsend(scope)
         prefetch = -1 if method == "HEAD" or pathsend else (self.chunk_size if plain_get else 0)
-        codings = accepted_encodings(accept_encoding) if accept_encoding else None
+        codings = parse_accept_encoding(accept_encoding) if accept_encoding else None
         if self._roots is None:
             self._roots = await anyio.to_thread.run_sync(self._resolve_roots)
         found = await anyio.to_thread.run_sync(self._find, parts, trailing, codings, prefetch)

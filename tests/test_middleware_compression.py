@@ -18,8 +18,9 @@ import anyio
 import pytest
 
 from microasgi import App, FileResponse, StreamingResponse
+from microasgi._encodings import parse_accept_encoding
 from microasgi.middleware import CompressionMiddleware, CORSMiddleware, GZipMiddleware, Middleware
-from microasgi.middleware._codecs import choose_encoding, parse_accept_encoding
+from microasgi.middleware._codecs import choose_encoding
 from microasgi.types import ASGIApp, Message, Receive, Scope, Send
 from tests.helpers import Exchange, MakeClient, http_scope
 from tests.services import require

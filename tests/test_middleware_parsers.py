@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from microasgi import App, Request
+from microasgi._encodings import parse_accept_encoding
 from microasgi.middleware import (
     CompressionMiddleware,
     CORSMiddleware,
@@ -28,7 +29,7 @@ from microasgi.middleware import (
     SessionMiddleware,
     TrustedHostMiddleware,
 )
-from microasgi.middleware._codecs import _choose, choose_encoding, parse_accept_encoding
+from microasgi.middleware._codecs import _choose, choose_encoding
 from microasgi.middleware._headers import split_tokens, with_vary
 from microasgi.middleware._hosts import format_netloc, normalise_origin, parse_host
 from microasgi.middleware.proxyheaders import parse_forwarded, parse_node

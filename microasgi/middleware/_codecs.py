@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import functools
 import importlib
-import re
 import zlib
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from microasgi.middleware._headers import OWS
+from microasgi._encodings import parse_accept_encoding
 
 __all__ = [
     "CODEC_NAMES",
@@ -23,15 +22,11 @@ __all__ = [
     "UnavailableCodec",
     "choose_encoding",
     "get_codec",
-    "parse_accept_encoding",
 ]
 
 #: Our codings in the order preferred when a client weighs them the same.
 CODEC_NAMES = ("zstd", "br", "gzip")
-_ALIASES = {"x-gzip": "gzip"}  # RFC 9110 section 8.4.1.3
 
-# qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )   (RFC 9110 section 12.4.2)
-_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
 # Longer Accept-Encoding values are parsed each time instead of being cached.
 _CACHED_LENGTH = 256
 
@@ -156,37 +151,6 @@ def _make_codec(name: str, level: int) -> Codec:
             "zstd", lambda data: zstd.compress(data, level=level), lambda: _Zstd(zstd, level)
         )
     raise ValueError(f"unknown content coding {name!r}; choose among {', '.join(CODEC_NAMES)}")
-
-
-def parse_accept_encoding(value: str) -> dict[str, float]:
-    """Coding name (lower case) -> weight, from an Accept-Encoding value.
-
-    Items that do not parse (a bad name or q-value) are left out; a coding
-    listed twice, or with two weights, keeps its lowest, so ``q=0`` anywhere
-    means never.
-    Linear in the length of `value`.
-    """
-    weights: dict[str, float] = {}
-    for item in value.split(","):
-        name, _, params = item.partition(";")
-        name = name.strip(OWS).lower()
-        if not name:
-            continue
-        weight = 1.0
-        for param in params.split(";") if params else ():
-            key, sep, raw = param.partition("=")
-            if key.strip(OWS).lower() != "q":
-                continue
-            raw = raw.strip(OWS)
-            if not sep or not _QVALUE.fullmatch(raw):
-                weight = -1.0  # a q-value we cannot read: the item does not count
-                break
-            weight = min(weight, float(raw))  # given twice: the lowest, as for a coding
-        if weight < 0:
-            continue
-        name = _ALIASES.get(name, name)
-        weights[name] = min(weight, weights.get(name, weight))
-    return weights
 
 
 def _choose(value: str, offered: tuple[str, ...]) -> str | None:
