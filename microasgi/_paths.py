@@ -16,9 +16,19 @@ from urllib.parse import quote
 
 from microasgi.convertors import CONVERTORS, Convertor
 
-__all__ = ["Match", "NoMatchFound", "PathTemplate", "Routable", "SegmentTrie"]
+__all__ = ["Match", "NoMatchFound", "PathTemplate", "Routable", "SegmentTrie", "below_root"]
 
 _PARAM = re.compile(r"{([^{}:]*)(?::([^{}]*))?}")
+
+
+def below_root(path: str, root: str) -> str | None:
+    """`path` without the prefix `root`, cut only at a segment boundary: "" for `root`
+    itself, None when `path` is not below it (``/apple`` is not below ``/app``)."""
+    if path.startswith(root):
+        rest = path[len(root) :]
+        if not rest or rest[0] == "/":
+            return rest
+    return None
 
 
 class NoMatchFound(LookupError):

@@ -9,7 +9,7 @@ from typing import Any, Protocol, TypeVar
 from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
 from microasgi._errors import DEFAULT_ERRORS, errors_for, guarded
 from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
-from microasgi._paths import NoMatchFound, SegmentTrie
+from microasgi._paths import NoMatchFound, SegmentTrie, below_root
 from microasgi._pipeline import compose, respond
 from microasgi._routes import WEBSOCKET, BaseRoute, Route, WebSocketRoute
 from microasgi._stack import Middleware
@@ -248,17 +248,6 @@ class Mount(BaseRoute):
         return f"Mount({self.path or '/'!r}, {self.mounted!r}{name})"
 
 
-def _route_path(path: str, root: str) -> str:
-    """The path below root_path, cut only at a segment boundary."""
-    if path.startswith(root):
-        rest = path[len(root) :]
-        if not rest:
-            return "/"
-        if rest[0] == "/":
-            return rest
-    return path
-
-
 #: Paths longer than this (characters, after percent-decoding) are answered 414.
 DEFAULT_MAX_PATH_LENGTH = 8192
 
@@ -341,8 +330,8 @@ class Router(_Registration):
         """Find the route for the scope and run it (no middleware, no lifespan)."""
         path: str = scope["path"]
         root = scope.get("root_path")
-        if root:
-            path = _route_path(path, root)
+        if root and (below := below_root(path, root)) is not None:
+            path = below or "/"
         method = scope.get("method", WEBSOCKET)
         if len(path) > self.max_path_length:
             await self._refuse_long_path(scope, receive, send)

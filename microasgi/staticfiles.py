@@ -20,6 +20,7 @@ import anyio.to_thread
 from microasgi._context import context_of
 from microasgi._encodings import parse_accept_encoding
 from microasgi._lifespan import serve_empty_lifespan
+from microasgi._paths import below_root
 from microasgi.datastructures import _check_header, quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.responses import FileResponse, PlainTextResponse, RedirectResponse
@@ -45,18 +46,6 @@ _DRIVE = re.compile(r"[A-Za-z]:")
 _MISSING = frozenset({errno.ENOENT, errno.ENOTDIR, errno.ENAMETOOLONG, errno.ELOOP})
 _DENIED = frozenset({errno.EACCES, errno.EPERM})
 _WANTS_CONDITIONS = frozenset(PRECONDITION_HEADERS)
-
-
-def _route_path(scope: Scope) -> str:
-    """The request path below the mount point (root_path), cut at a segment boundary.
-
-    "" for the mount point itself (``/static`` under ``/static``).
-    """
-    path: str = scope["path"]
-    root = scope.get("root_path") or ""
-    if root and path.startswith(root) and (len(path) == len(root) or path[len(root)] == "/"):
-        return path[len(root) :]
-    return path
 
 
 def safe_parts(route_path: str) -> tuple[list[str], bool] | None:
@@ -258,7 +247,11 @@ class StaticFiles:
         if method not in ("GET", "HEAD"):
             await _error(scope, receive, send, 405, {"Allow": "GET, HEAD"})
             return
-        route_path = _route_path(scope)
+        # The path below the mount point (root_path); "" for the mount point itself.
+        path: str = scope["path"]
+        root = scope.get("root_path") or ""
+        below = below_root(path, root) if root else None
+        route_path = path if below is None else below
         # The mount point itself is its directory without the trailing slash.
         split = ([], False) if route_path == "" else safe_parts(route_path)
         if split is None:

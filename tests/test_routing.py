@@ -1325,18 +1325,43 @@ def test_reprs_say_what_routes_are() -> None:
     ("path", "root", "expected"),
     [
         ("/app/users", "/app", "/users"),
-        ("/app", "/app", "/"),  # the root itself
+        ("/app", "/app", ""),  # the root itself
         ("/app/", "/app", "/"),
-        ("/application/users", "/app", "/application/users"),  # not at a segment boundary
-        ("/other/users", "/app", "/other/users"),  # the server did not prefix it
+        ("/application/users", "/app", None),  # not at a segment boundary
+        ("/other/users", "/app", None),  # the server did not prefix it
     ],
 )
-def test_route_path_cuts_root_path_only_at_a_segment_boundary(
-    path: str, root: str, expected: str
+def test_below_root_cuts_only_at_a_segment_boundary(
+    path: str, root: str, expected: str | None
 ) -> None:
-    from microasgi.routing import _route_path
+    from microasgi._paths import below_root
 
-    assert _route_path(path, root) == expected
+    assert below_root(path, root) == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "routed"),
+    [
+        ("/app/users", "/users"),
+        ("/app", "/"),  # the root itself is "/" to the router
+        ("/app/", "/"),
+        ("/application/users", "/application/users"),
+        ("/other/users", "/other/users"),
+    ],
+)
+def test_router_routes_the_path_below_root_path(make_client: Any, path: str, routed: str) -> None:
+    app = App()
+
+    @app.get("/{rest:path}")
+    async def rest(request: Request, rest: str) -> str:
+        return "/" + rest
+
+    @app.get("/")
+    async def top() -> str:
+        return "/"
+
+    response = make_client(app, root_path="/app").get(path)
+    assert response.text == routed
 
 
 def test_path_not_under_root_path_is_routed_as_is(make_client: Any) -> None:
