@@ -90,15 +90,24 @@ def cli_server(server: str, *args: str) -> Iterator[CLIServer]:
 
 
 async def open_websockets(server: CLIServer, workers: int) -> list[ClientConnection]:
-    """WebSockets to /ws-pid until every worker serves at least one (40 at most)."""
-    sockets: list[ClientConnection] = []
-    pids: set[str] = set()
-    while len(pids) < workers:
-        assert len(sockets) < 40, f"only workers {pids} answered"
+    """One WebSocket to /ws-pid held open on each worker.
+
+    The server answers once one worker is up; the others may still be starting
+    (a loaded CI machine took seconds), so connections that reach a worker
+    already held are closed, and the next is tried a moment later, for 30 s.
+    """
+    held: dict[str, ClientConnection] = {}
+    deadline = time.monotonic() + 30
+    while len(held) < workers:
+        assert time.monotonic() < deadline, f"only workers {sorted(held)} answered in 30 s"
         ws = await connect(f"ws://127.0.0.1:{server.port}/ws-pid", open_timeout=5)
-        pids.add(str(await asyncio.wait_for(ws.recv(), 5)))
-        sockets.append(ws)
-    return sockets
+        pid = str(await asyncio.wait_for(ws.recv(), 5))
+        if pid in held:
+            await ws.close()
+            await asyncio.sleep(0.05)
+        else:
+            held[pid] = ws
+    return list(held.values())
 
 
 async def close_code(ws: ClientConnection) -> int | None:
