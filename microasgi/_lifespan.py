@@ -39,6 +39,10 @@ class LifespanOwner(Protocol):
 
     def lifespan_children(self) -> Iterable[LifespanOwner]: ...
 
+    def _prepare(self) -> None:
+        """Build now what the first request would otherwise build (the route lookup)."""
+        ...
+
 
 def _participants(root: LifespanOwner) -> list[LifespanOwner]:
     """The root and every App/Router mounted below it, each once, parent first."""
@@ -121,6 +125,7 @@ async def serve_lifespan(owner: LifespanOwner, scope: Scope, receive: Receive, s
         return
     for participant in owners:
         participant.lifespan_state = state
+        participant._prepare()
     await send({"type": "lifespan.startup.complete"})
 
     tasks = [func for participant in owners for func in participant.background_tasks]

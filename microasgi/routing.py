@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from microasgi._context import CONTEXT_KEY, ROOT_PATH_KEY, AppContext
 from microasgi._errors import DEFAULT_ERRORS, errors_for, guarded
 from microasgi._lifespan import Lifespan, LifespanOwner, serve_lifespan
-from microasgi._paths import NoMatchFound, SegmentTrie, below_root
+from microasgi._paths import NoMatchFound, below_root
 from microasgi._pipeline import compose, respond
 from microasgi._routes import WEBSOCKET, BaseRoute, Route, WebSocketRoute
 from microasgi._stack import Middleware
+from microasgi._trie import SegmentTrie
 from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.requests import Request
@@ -161,6 +162,10 @@ class Routed(_Registration):
         """The Apps and Routers mounted in this app (their lifespans run with its)."""
         return self.router.lifespan_children()
 
+    def _prepare(self) -> None:
+        """Compile the route lookup now rather than on the first request."""
+        self.router._prepare()
+
     def url_path_for(self, name: str, /, **params: Any) -> str:
         """The path of the route called `name` (``"mount:name"`` inside named mounts)."""
         return self.router.url_path_for(name, **params)
@@ -299,6 +304,11 @@ class Router(_Registration):
         """The Apps and Routers mounted here (their lifespans run with this one's)."""
         return [route.lifespan_child for route in self.routes if route.lifespan_child is not None]
 
+    def _prepare(self) -> None:
+        """Compile the route lookup now rather than on the first request (the
+        lifespan's startup does, once the app's own startup has run)."""
+        self._trie.prepare()
+
     def url_path_for(self, name: str, /, **params: Any) -> str:
         """The path of the route called `name` (``"mount:name"`` inside named mounts)."""
         path = self.find_path(name, params)
@@ -326,30 +336,27 @@ class Router(_Registration):
                 scope["state"] = dict(self.lifespan_state)
         await self._app(scope, receive, send)
 
-    async def dispatch(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Find the route for the scope and run it (no middleware, no lifespan)."""
+    def dispatch(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """Find the route for the scope and return what answers it, to be awaited
+        (no middleware, no lifespan).
+
+        Not a coroutine itself: everything here is synchronous, so it hands back
+        the route's own coroutine instead of awaiting it in one more frame.
+        """
         path: str = scope["path"]
         root = scope.get("root_path")
         if root and (below := below_root(path, root)) is not None:
             path = below or "/"
         method = scope.get("method", WEBSOCKET)
         if len(path) > self.max_path_length:
-            await self._refuse_long_path(scope, receive, send)
-            return
+            return self._refuse_long_path(scope, receive, send)
         found = self._lookup(path, method)
         if found[0] is None:
-            await self._no_match(scope, receive, send, path, method, found[1])
-            return
-        route, values, prefix = found
-        names = route.param_names  # as many as there are values
-        if not names:
-            params = {}
-        elif len(names) == 1:
-            params = {names[0]: values[0]}
-        else:
-            params = dict(zip(names, values, strict=True))
+            return self._no_match(scope, receive, send, path, method, found[1])
+        route, params, prefix = found
         parent = scope.get("path_params")
-        scope["path_params"] = {**parent, **params} if parent else params
+        # (An empty `params` is shared by every lookup: the scope gets its own.)
+        scope["path_params"] = {**parent, **params} if parent else params or {}
         # The matched template, mount prefixes included, for logs and metrics; also
         # written into the outermost scope, which a mount copies.
         mounted = scope.get(_MOUNTED_KEY)
@@ -358,9 +365,8 @@ class Router(_Registration):
         else:
             mounted[1][PATH_TEMPLATE_KEY] = scope[PATH_TEMPLATE_KEY] = mounted[0] + route.path
         if route.mount is not None:
-            await route.mount.handle(scope, receive, send, prefix)
-        else:
-            await route.app(scope, receive, send)
+            return route.mount.handle(scope, receive, send, prefix)
+        return route.app(scope, receive, send)
 
     async def _refuse_long_path(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
