@@ -38,6 +38,7 @@ class _Binding(NamedTuple):
     connection_name: str | None
     connection_first: bool  # the connection is the first parameter
     background_name: str | None
+    positions: dict[str, int]  # where the path parameters that may be positional are
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature:
@@ -61,6 +62,7 @@ def _bind(
 ) -> _Binding:
     """Read the signature; a mistake is a TypeError naming the endpoint."""
     names: list[str] = []
+    positions: dict[str, int] = {}
     connection_name = background_name = None
     connection_first = takes_all = False
     for index, param in enumerate(_signature(func).parameters.values()):
@@ -85,6 +87,8 @@ def _bind(
                     f"{describe(func)}: path parameter {param.name!r} cannot be positional-only"
                 )
             names.append(param.name)
+            if param.kind is param.POSITIONAL_OR_KEYWORD:
+                positions[param.name] = index
             continue
         elif param.name not in connection_names:  # the connection by name, whatever its type
             if param.default is param.empty:
@@ -100,7 +104,7 @@ def _bind(
         connection_name, connection_first = param.name, index == 0
     if takes_all:
         names = list(path_params)
-    return _Binding(tuple(names), connection_name, connection_first, background_name)
+    return _Binding(tuple(names), connection_name, connection_first, background_name, positions)
 
 
 class Endpoint:
@@ -116,8 +120,10 @@ class Endpoint:
     __slots__ = (
         "background_name",
         "connection_name",
+        "direct",
         "func",
         "is_async",
+        "only",
         "param_count",
         "param_names",
         "shape",
@@ -147,6 +153,16 @@ class Endpoint:
                 self.shape = CallShape.PARAMS
             elif binding.connection_first:
                 self.shape = CallShape.CONNECTION_FIRST
+        # What a route may call without `__call__`: an async endpoint of a short shape.
+        self.direct = self.is_async and self.shape is not CallShape.KEYWORDS
+        # The route's one path parameter, when the short shapes may pass it by
+        # position: right after the connection, or first without one.
+        self.only: str | None = None
+        if self.shape is not CallShape.KEYWORDS and len(path_params) == 1:
+            (name,) = path_params
+            first = 1 if self.shape is CallShape.CONNECTION_FIRST else 0
+            if binding.positions.get(name) == first:
+                self.only = name
 
     async def __call__(
         self, connection: HTTPConnection, params: dict[str, Any]

@@ -53,7 +53,7 @@ class BaseRoute:
     def __init__(self, path: str, name: str | None, *, prefix: bool = False, **limits: Any) -> None:
         self.path = path
         self.template = PathTemplate(path, prefix=prefix)
-        self.param_names = self.template.param_names  # kept here for the dispatch hot path
+        self.param_names = self.template.param_names  # what the trie names the values by
         self.name = name
         self._limits = {key: value for key, value in limits.items() if value is not UNSET}
         self._context_cache: tuple[AppContext | None, AppContext] | None = None
@@ -154,18 +154,24 @@ class Route(_EndpointRoute):
         body = None
         try:
             try:
-                if call.shape and call.is_async and len(params) == call.param_count:
+                if call.direct and len(params) == call.param_count:
                     # PERF: the usual endpoints (async, taking the path parameters and
-                    # maybe the request first) are called here, and a dict, list or str
-                    # they return is sent without building a Response object: two
-                    # coroutine frames and two objects fewer per request (see
-                    # docs/architecture.md). test_every_call_path_gives_the_same_response
-                    # runs each path.
+                    # maybe the request first) are called here, a lone path parameter
+                    # by position, and a dict, list or str they return is sent without
+                    # building a Response object: two coroutine frames and two objects
+                    # fewer per request (see docs/architecture.md).
+                    # test_every_call_path_gives_the_same_response runs each path.
+                    only = call.only
                     if call.shape is CONNECTION_FIRST:
                         request = Request(scope, receive, send)
-                        result = await call.func(request, **params)
-                    else:
+                        if only is None:
+                            result = await call.func(request, **params)
+                        else:
+                            result = await call.func(request, params[only])
+                    elif only is None:
                         result = await call.func(**params)
+                    else:
+                        result = await call.func(params[only])
                     kind = type(result)
                     if kind is dict or kind is list:
                         body, content_type = encode_json(result), JSON_CONTENT_TYPE
@@ -204,11 +210,19 @@ class Route(_EndpointRoute):
         call = self._call
         params = request.scope["path_params"]
         try:
-            if call.shape and call.is_async and len(params) == call.param_count:
+            if call.direct and len(params) == call.param_count:
                 # PERF: the usual endpoints directly, as in handle().
+                only = call.only
                 if call.shape is CONNECTION_FIRST:
-                    return to_response(await call.func(request, **params), self.endpoint)
-                return to_response(await call.func(**params), self.endpoint)
+                    if only is None:
+                        result = await call.func(request, **params)
+                    else:
+                        result = await call.func(request, params[only])
+                elif only is None:
+                    result = await call.func(**params)
+                else:
+                    result = await call.func(params[only])
+                return to_response(result, self.endpoint)
             result, background = await call(request, params)
             response = to_response(result, self.endpoint)
         except ClientDisconnect:

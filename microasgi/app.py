@@ -175,6 +175,10 @@ class App(Routed):
         if self._stack is not None:
             raise RuntimeError(f"cannot {what} after the application has started")
 
+    def _build_stack(self) -> ASGIApp:
+        self._stack = stack = self.build_middleware_stack()
+        return stack
+
     def build_middleware_stack(self) -> ASGIApp:
         """The user middleware around the router, each in a guard for its errors.
 
@@ -192,16 +196,14 @@ class App(Routed):
             return
         scope["app"] = self
         context = self._context or self._build_context()
-        parent = scope.get(CONTEXT_KEY)
-        scope[CONTEXT_KEY] = context if parent is None else self._context_under(parent, context)
+        if CONTEXT_KEY in scope:  # mounted in another microasgi app
+            context = self._context_under(scope[CONTEXT_KEY], context)
+        scope[CONTEXT_KEY] = context
         if "state" not in scope and self.lifespan_state is not None:
             # The server does not pass lifespan state along: do it ourselves.
             scope["state"] = dict(self.lifespan_state)
-        stack = self._stack
-        if stack is None:
-            stack = self._stack = self.build_middleware_stack()
         try:
-            await stack(scope, receive, send)
+            await (self._stack or self._build_stack())(scope, receive, send)
         except Exception as exc:
             # Everything raised before a response started was answered where it was
             # raised; what arrives here came after: log it, the server ends the response.

@@ -1414,23 +1414,38 @@ def endpoints_returning(value: Any) -> dict[str, Any]:
     """Endpoints returning `value`, one per way the route may call them."""
 
     async def connection_first(request: Request, item: int) -> Any:
+        assert item == 5, item  # a wrong value would be a 500
         return value
 
     async def params_only(item: int) -> Any:
+        assert item == 5, item  # a wrong value would be a 500
+        return value
+
+    async def connection_keywords(request: Request, *, item: int) -> Any:
+        assert item == 5, item  # a wrong value would be a 500
+        return value
+
+    async def params_keywords(*, item: int) -> Any:
+        assert item == 5, item  # a wrong value would be a 500
         return value
 
     async def keywords(item: int, request: Request) -> Any:  # connection not first
+        assert item == 5, item  # a wrong value would be a 500
         return value
 
     async def with_tasks(item: int, tasks: BackgroundTasks) -> Any:
+        assert item == 5, item  # a wrong value would be a 500
         return value
 
     def sync(request: Request, item: int) -> Any:
+        assert item == 5, item  # a wrong value would be a 500
         return value
 
     return {
         "connection_first": connection_first,
         "params_only": params_only,
+        "connection_keywords": connection_keywords,
+        "params_keywords": params_keywords,
         "keywords": keywords,
         "with_tasks": with_tasks,
         "sync": sync,
@@ -1449,23 +1464,40 @@ RETURN_VALUES = [
 
 @pytest.mark.parametrize("value", RETURN_VALUES, ids=lambda v: type(v).__name__)
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_every_call_path_gives_the_same_response(value: Any, method: str) -> None:
+@pytest.mark.parametrize("middleware", [False, True], ids=["direct", "function-middleware"])
+def test_every_call_path_gives_the_same_response(value: Any, method: str, middleware: bool) -> None:
+    """Route.handle, and Route._produce under a function middleware, each with
+    their short path and the general one."""
     from microasgi._endpoints import CallShape
 
     endpoints = endpoints_returning(value)
     app = App()
     for name, endpoint in endpoints.items():
         app.get(f"/{name}/{{item:int}}")(endpoint)
+    if middleware:
+
+        @app.middleware
+        async def pass_on(request: Request, call_next: Any) -> Any:
+            return await call_next(request)
+
     routes = {route.path.split("/")[1]: route for route in app.routes}
     # Each endpoint takes the path it is meant to (the short path: async and a short shape).
-    shapes = {name: route._call.shape for name, route in routes.items()}  # type: ignore[attr-defined]
-    assert shapes == {
-        "connection_first": CallShape.CONNECTION_FIRST,
-        "params_only": CallShape.PARAMS,
-        "keywords": CallShape.KEYWORDS,
-        "with_tasks": CallShape.KEYWORDS,
-        "sync": CallShape.CONNECTION_FIRST,  # the shape, but not async: the general path
+    # The short shapes pass a lone path parameter by position when it may be.
+    calls = {name: route._call for name, route in routes.items()}  # type: ignore[attr-defined]
+    assert {name: (call.shape, call.only) for name, call in calls.items()} == {
+        "connection_first": (CallShape.CONNECTION_FIRST, "item"),
+        "params_only": (CallShape.PARAMS, "item"),
+        "connection_keywords": (CallShape.CONNECTION_FIRST, None),
+        "params_keywords": (CallShape.PARAMS, None),
+        "keywords": (CallShape.KEYWORDS, None),
+        "with_tasks": (CallShape.KEYWORDS, None),
+        "sync": (CallShape.CONNECTION_FIRST, "item"),  # not async: the general path
     }
+    assert [name for name, call in calls.items() if not call.direct] == [
+        "keywords",
+        "with_tasks",
+        "sync",
+    ]
     answers = {}
     for name in endpoints:
         exchange = anyio.run(lambda n=name: run_app(app, http_scope(method, f"/{n}/5")))
