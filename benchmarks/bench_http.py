@@ -70,8 +70,9 @@ NOOP = "no-op app"
 USER_ID = 42
 ROUTE_COUNTS = (1, 100, 1000)
 
-#: microasgi / raw ASGI on the JSON route with a parameter.
-TARGET_JSON_RATIO = 1.6
+#: microasgi / raw ASGI on the JSON route with a parameter (issue 13's target; until
+#: it was met, this benchmark checked 1.6).
+TARGET_JSON_RATIO = 1.15
 #: 1,000 routes / 1 route, requesting the last route registered.
 TARGET_ROUTE_SCALING = 1.15
 #: What one function middleware adds to the JSON route, in µs.
