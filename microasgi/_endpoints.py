@@ -107,6 +107,20 @@ def _bind(
     return _Binding(tuple(names), connection_name, connection_first, background_name, positions)
 
 
+def _takes_by_position(func: Callable[..., Any], name: str, index: int) -> bool:
+    """Whether calling `func` itself (not what a decorator wraps: the signature
+    read above follows `__wrapped__`) may pass `name` as argument `index`."""
+    try:
+        params = list(inspect.signature(func, follow_wrapped=False).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    return (
+        index < len(params)
+        and params[index].name == name
+        and params[index].kind is inspect.Parameter.POSITIONAL_OR_KEYWORD
+    )
+
+
 class Endpoint:
     """An endpoint with its call worked out from its signature.
 
@@ -161,7 +175,7 @@ class Endpoint:
         if self.shape is not CallShape.KEYWORDS and len(path_params) == 1:
             (name,) = path_params
             first = 1 if self.shape is CallShape.CONNECTION_FIRST else 0
-            if binding.positions.get(name) == first:
+            if binding.positions.get(name) == first and _takes_by_position(func, name, first):
                 self.only = name
 
     async def __call__(

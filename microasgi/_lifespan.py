@@ -112,6 +112,8 @@ async def serve_lifespan(owner: LifespanOwner, scope: Scope, receive: Receive, s
     stack = AsyncExitStack()
     try:
         state.update(await _startup(owners, stack))
+        for participant in owners:
+            participant._prepare()  # part of starting: a failure is a failed startup
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             try:
@@ -125,7 +127,6 @@ async def serve_lifespan(owner: LifespanOwner, scope: Scope, receive: Receive, s
         return
     for participant in owners:
         participant.lifespan_state = state
-        participant._prepare()
     await send({"type": "lifespan.startup.complete"})
 
     tasks = [func for participant in owners for func in participant.background_tasks]

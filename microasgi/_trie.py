@@ -20,6 +20,7 @@ in the code's namespace.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -73,8 +74,9 @@ class _Node(Generic[R]):
 class SegmentTrie(Generic[R]):
     """Maps path templates to routes and mounts, matched one segment at a time."""
 
-    #: How deep generated code nests before it goes on in a function of its own
-    #: (Python's parser refuses source indented 100 levels deep).
+    #: How many trie levels one generated function covers before it goes on in a
+    #: function of its own (Python's parser refuses source indented 100 levels
+    #: deep, and each level indents two or three times).
     max_inline_depth = 12
 
     def __init__(self) -> None:
@@ -83,10 +85,18 @@ class SegmentTrie(Generic[R]):
         # answer for the first route (built once, returned as is).
         self._static: dict[str, dict[str, Match[R]]] = {}
         self._find: Callable[[list[str], int, str, list[frozenset[str]]], Any] | None = None
+        # Held while the trie changes and while it is compiled, so that a route
+        # added from another thread during a compile is not lost (lookups take
+        # no lock: they use whichever compiled function is there).
+        self._lock = threading.Lock()
 
     def insert(self, template: PathTemplate, value: R, *, prefix: bool = False) -> None:
         """Add a route (or, with `prefix`, a mount) at `template`."""
-        self._find = None  # compiled again at the next lookup
+        with self._lock:
+            self._insert(template, value, prefix)
+            self._find = None  # compiled again at the next lookup
+
+    def _insert(self, template: PathTemplate, value: R, prefix: bool) -> None:
         if template.is_static and not prefix:
             by_method = self._static.setdefault(template.path, {})
             for method in value.methods:
@@ -146,12 +156,16 @@ class SegmentTrie(Generic[R]):
     def source(self) -> str:
         """The Python source of the lookup, as generated for the routes now in
         the trie (for reading; what runs is compiled from the same)."""
-        return _Compiler(self.max_inline_depth).compile(self.root)
+        with self._lock:
+            return _Compiler(self.max_inline_depth).compile(self.root)
 
     def _compile(self) -> Callable[[list[str], int, str, list[frozenset[str]]], Any]:
-        compiler = _Compiler(self.max_inline_depth)
-        self._find = find = compiler.load(compiler.compile(self.root))
-        return find
+        with self._lock:
+            find = self._find
+            if find is None:  # (another thread may have compiled it meanwhile)
+                compiler = _Compiler(self.max_inline_depth)
+                self._find = find = compiler.load(compiler.compile(self.root))
+            return find
 
 
 def _convert_kind(convertor: Convertor) -> int:
@@ -173,18 +187,37 @@ class _Compiler:
     index is a constant; a parameter value is a local (`v3` for segment 3)
     until a route is found, and a failed branch falls through to the next
     candidate, which is how backtracking comes out of plain `if`s.
+
+    Names in the generated code: the arguments `segs` (the path split at "/"),
+    `n` (their number), `method`, `allowed` and `vals` (the values found before
+    a function of its own took over); locals `s3` (segment 3), `v3` (its
+    value, or a mixed segment's list of values), `f` and `r` (a function and
+    its result); globals `_0`, `_1`... (every object the code refers to) and
+    `below_1`, `below_2`... (its functions).
     """
 
     def __init__(self, max_inline_depth: int) -> None:
         self.max_inline_depth = max_inline_depth
         self.names: dict[str, Any] = {}  # the generated code's globals
         self.functions: list[str] = []
-        # Dicts from a segment to the name of its function, made callable by `load`.
+        # Functions to write: (name, node, segment index, number of values so far).
+        self.pending: list[tuple[str, _Node[Any], int, int]] = []
+        self.promised = 0
+        # Dicts from a segment to the function for it. They are in the namespace
+        # (so in the source as names) before the functions exist: they hold the
+        # functions' names until `load` swaps in the functions themselves.
         self.tables: list[dict[str, Any]] = []
 
     def compile(self, root: _Node[Any]) -> str:
         body = self._node(root, 0, [], 1)
         self.functions.append(_function("find(segs, n, method, allowed)", body))
+        # The functions `_out_of_line` promised, written one after the other (each
+        # may promise more): the generator recurses no deeper than one function's
+        # nesting, however deep the routes go.
+        while self.pending:
+            name, child, i, count = self.pending.pop()
+            body = self._below(child, i, [f"vals[{k}]" for k in range(count)], 1)
+            self.functions.append(_function(f"{name}(segs, n, method, allowed, vals)", body))
         return "\n".join(self.functions)
 
     def load(self, source: str) -> Callable[[list[str], int, str, list[frozenset[str]]], Any]:
@@ -254,12 +287,11 @@ class _Compiler:
                     lines += _indent(self._below(target, i, [*values, segment], depth + 1))
                 elif how == _DIGITS:
                     # PERF: IntConvertor.convert written in (ASCII digits only, then
-                    # int()); test_int_parameters_take_ascii_digits_only... checks it.
-                    lines += [
-                        f"if {segment}.isdigit() and {segment}.isascii():",
-                        f"    {value} = int({segment})",
-                    ]
-                    lines += _indent(self._below(target, i, [*values, value], depth + 1))
+                    # int(), which refuses over 4,300 digits with a ValueError, as the
+                    # convertor does); test_int_parameters_take_ascii_digits_only...
+                    lines.append(f"if {segment}.isdigit() and {segment}.isascii():")
+                    below = self._below(target, i, [*values, value], depth + 1)
+                    lines += _indent(_converted(f"{value} = int({segment})") + _indent(below))
                 else:
                     lines.append(f"if {segment}:")
                     convert = f"{value} = {self._name(matcher.convert)}({segment})"
@@ -291,7 +323,7 @@ class _Compiler:
         if child.static or child.params or child.mounts:
             lines.append(f"{'elif' if lines else 'if'} n > {i + 1}:")
             lines += _indent(self._node(child, i + 1, values, depth))
-        return lines or ["pass"]
+        return lines or ["pass"]  # (every node leads somewhere; valid source regardless)
 
     def _hit(self, target: Any, values: list[str], prefix: str = "''") -> str:
         """The line returning `target`, its parameters named, and `prefix`."""
@@ -300,13 +332,12 @@ class _Compiler:
         return f"return {self._name(target)}, {params}, {prefix}"
 
     def _out_of_line(self, child: _Node[Any], i: int, count: int) -> str:
-        """A function of its own for `child` reached by segment `i`, taking the
-        `count` values found so far as the tuple `vals`; its name."""
-        name = f"below_{len(self.functions)}_{i}"
-        self.functions.append("")  # its place, so that names stay unique
-        place = len(self.functions) - 1
-        body = self._below(child, i, [f"vals[{k}]" for k in range(count)], 1)
-        self.functions[place] = _function(f"{name}(segs, n, method, allowed, vals)", body)
+        """The name of a function of its own for `child` reached by segment `i`,
+        taking the `count` values found so far as the tuple `vals` (`compile`
+        writes it)."""
+        self.promised += 1
+        name = f"below_{self.promised}"
+        self.pending.append((name, child, i, count))
         return name
 
 

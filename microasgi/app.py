@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from microasgi._concurrency import describe, is_async_callable
@@ -87,7 +87,7 @@ class App(Routed):
             exception_handlers or {}
         )
         self.state = State()
-        self._stack: ASGIApp | None = None
+        self._stack: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
         # The context under a parent app: (the parent's context, ours under it).
         self._nested: tuple[AppContext, AppContext] | None = None
 
@@ -175,8 +175,14 @@ class App(Routed):
         if self._stack is not None:
             raise RuntimeError(f"cannot {what} after the application has started")
 
-    def _build_stack(self) -> ASGIApp:
-        self._stack = stack = self.build_middleware_stack()
+    def _build_stack(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
+        stack: Callable[[Scope, Receive, Send], Awaitable[None]]
+        stack = self.build_middleware_stack()
+        if stack == self.router.dispatch:
+            # PERF: nothing around the router: await its work without dispatch's
+            # frame (Router._resolve); test_the_app_awaits_the_router_directly...
+            stack = self.router._resolve
+        self._stack = stack
         return stack
 
     def build_middleware_stack(self) -> ASGIApp:

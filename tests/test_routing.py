@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from contextlib import asynccontextmanager
 from typing import Any
@@ -1504,6 +1505,97 @@ def test_every_call_path_gives_the_same_response(value: Any, method: str, middle
         answers[name] = (exchange.status, exchange.headers, exchange.body)
     reference = answers["keywords"]
     assert all(answer == reference for answer in answers.values()), answers
+
+
+def test_a_decorated_endpoint_gets_its_parameter_by_keyword(make_client: Any) -> None:
+    """The signature is read through `functools.wraps` (the wrapped function's),
+    but the wrapper is what is called: its own signature decides whether the
+    lone path parameter may go by position."""
+
+    def by_keywords(func: Any) -> Any:
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await func(*args, **kwargs)
+
+        return wrapper
+
+    def request_then_keywords(func: Any) -> Any:
+        @functools.wraps(func)
+        async def wrapper(request: Request, **kwargs: Any) -> Any:
+            return await func(request, **kwargs)
+
+        return wrapper
+
+    def same_signature(func: Any) -> Any:
+        @functools.wraps(func)
+        async def wrapper(request: Request, item: int) -> Any:
+            return await func(request, item)
+
+        return wrapper
+
+    app = App()
+
+    @app.get("/a/{item:int}")
+    @request_then_keywords
+    async def a(request: Request, item: int) -> dict[str, int]:
+        return {"item": item}
+
+    @app.get("/b/{item:int}")
+    @by_keywords
+    async def b(item: int) -> dict[str, int]:
+        return {"item": item}
+
+    @app.get("/c/{item:int}")
+    @same_signature
+    async def c(request: Request, item: int) -> dict[str, int]:
+        return {"item": item}
+
+    client = make_client(app)
+    for path in ("a", "b", "c"):
+        assert client.get(f"/{path}/7").json() == {"item": 7}
+    calls = {route.path[1]: route._call for route in app.routes}  # type: ignore[attr-defined]
+    assert {key: call.only for key, call in calls.items()} == {"a": None, "b": None, "c": "item"}
+
+
+class SingleCallable:
+    """A middleware that checks its app the way OpenTelemetry's ASGI middleware
+    does (asgiref's guarantee_single_callable): a plain function would be taken
+    for an old two-step ASGI 2 app."""
+
+    def __init__(self, app: Any) -> None:
+        from asgiref.compatibility import guarantee_single_callable
+
+        self.app = guarantee_single_callable(app)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+def test_the_app_awaits_the_router_directly_without_middleware(make_client: Any) -> None:
+    """With nothing around the router, the App awaits the router's work without
+    dispatch's coroutine frame; a middleware gets `dispatch`, which is a
+    coroutine function, as middleware that tell ASGI 3 apps apart require."""
+    import inspect
+
+    def build(middleware: list[Middleware]) -> App:
+        app = App(middleware=middleware)
+
+        @app.get("/items/{item:int}")
+        async def item(item: int) -> dict[str, int]:
+            return {"item": item}
+
+        return app
+
+    bare = build([])
+    assert make_client(bare).get("/items/3").json() == {"item": 3}
+    assert bare._stack == bare.router._resolve
+    assert inspect.iscoroutinefunction(bare.router.dispatch)
+
+    wrapped = build([Middleware(SingleCallable)])
+    assert make_client(wrapped).get("/items/4").json() == {"item": 4}
+    router = Router(middleware=[Middleware(SingleCallable)])
+    router.add_route("/r/{item:int}", build([]).routes[0].endpoint)
+    assert make_client(router).get("/r/5").json() == {"item": 5}
 
 
 def test_short_path_is_not_taken_with_a_mounts_parameters(make_client: Any) -> None:

@@ -9,6 +9,8 @@ for a miss the same allowed methods.
 
 from __future__ import annotations
 
+import sys
+import threading
 from typing import Any
 
 import pytest
@@ -225,6 +227,14 @@ def test_int_parameters_take_ascii_digits_only_as_intconvertor_does() -> None:
         assert trie.lookup(f"/n/{segment}", "GET") == (route, {"x": value}, "")
     for segment in ["", "-1", "+1", "1_000", " 1", "1 ", "٣", "1.0", "0x1"]:
         assert trie.lookup(f"/n/{segment}", "GET")[0] is None, segment
+    # More digits than int() converts (sys.get_int_max_str_digits): not a match, as
+    # IntConvertor says, so the next candidate is tried.
+    assert 0 < sys.get_int_max_str_digits() < 5000  # Python's default is 4,300
+    too_long = "1" * 5000
+    assert trie.lookup(f"/n/{too_long}", "GET") == (None, frozenset(), "")
+    fallback = Target("/n/{name}", frozenset({"GET"}))
+    trie.insert(fallback.template, fallback)
+    assert trie.lookup(f"/n/{too_long}", "GET") == (fallback, {"name": too_long}, "")
 
 
 def test_route_paths_reach_the_source_only_as_string_literals() -> None:
@@ -265,6 +275,29 @@ def test_deep_and_wide_tries_compile(max_inline_depth: int) -> None:
     assert trie.lookup("/w1000/z", "GET") == (None, frozenset(), "")
 
 
+def test_routes_as_deep_as_the_longest_path_compile_and_match() -> None:
+    """The generator writes one function after another rather than recursing per
+    trie level (a route 4,096 segments deep was a RecursionError), and the code
+    it writes nests one call per `max_inline_depth` levels, so a path of
+    DEFAULT_MAX_PATH_LENGTH characters is well inside the recursion limit."""
+    from microasgi.routing import DEFAULT_MAX_PATH_LENGTH
+
+    depth = DEFAULT_MAX_PATH_LENGTH // 2
+    trie: SegmentTrie[Target] = SegmentTrie()
+    static = Target("/a" * (depth - 1) + "/{x}", frozenset({"GET"}))
+    params = Target("/b" + "".join(f"/{{p{i}}}" for i in range(depth - 1)), frozenset({"GET"}))
+    short = Target("/u/{x:int}", frozenset({"GET"}))
+    for route in (static, params, short):
+        trie.insert(route.template, route)
+    assert depth > sys.getrecursionlimit()
+    path = "/a" * (depth - 1) + "/z"
+    assert len(path) == DEFAULT_MAX_PATH_LENGTH
+    assert trie.lookup(path, "GET") == (static, {"x": "z"}, "")
+    found = trie.lookup("/b" + "/q" * (depth - 1), "GET")
+    assert found[0] is params and len(found[1]) == depth - 1
+    assert trie.lookup("/u/5", "GET") == (short, {"x": 5}, "")
+
+
 def test_an_app_serves_through_the_compiled_lookup() -> None:
     app = App()
 
@@ -302,3 +335,31 @@ def test_the_lifespan_startup_compiles_the_lookup_of_every_router() -> None:
         assert app.router._trie._find is None
         assert client.get("/late").text == "late"
         assert client.get("/inner/leaf/3").text == "3"
+
+
+def test_a_route_added_by_another_thread_during_a_compile_is_not_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The trie is locked while it is compiled: a route added meanwhile waits,
+    then marks the compiled lookup stale, and the next lookup finds it."""
+    from microasgi import _trie
+
+    trie: SegmentTrie[Target] = SegmentTrie()
+    first = Target("/a/{x:int}", frozenset({"GET"}))
+    second = Target("/b/{x:int}", frozenset({"GET"}))
+    trie.insert(first.template, first)
+    adding: list[threading.Thread] = []
+    compile_source = _trie._Compiler.compile
+
+    def compile_while_adding(self: Any, root: Any) -> str:
+        source = compile_source(self, root)
+        if not adding:  # between writing the code and storing the lookup
+            adding.append(threading.Thread(target=trie.insert, args=(second.template, second)))
+            adding[0].start()
+            adding[0].join(0.2)  # without the lock, the route is added right now
+        return source
+
+    monkeypatch.setattr(_trie._Compiler, "compile", compile_while_adding)
+    assert trie.lookup("/a/1", "GET") == (first, {"x": 1}, "")
+    adding[0].join(5)
+    assert trie.lookup("/b/1", "GET") == (second, {"x": 1}, "")
