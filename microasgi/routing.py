@@ -282,11 +282,13 @@ class Router(_Registration):
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
         self._lookup = self._trie.lookup  # bound once, for the dispatch hot path
         self.middleware = list(middleware or [])
-        # PERF: with no middleware, the router's work is awaited without
-        # dispatch's frame (see _resolve).
-        self._app: Callable[[Scope, Receive, Send], Awaitable[None]] = (
-            guarded(self.dispatch, self.middleware) if self.middleware else self._resolve
+        # PERF: with no middleware (and dispatch not overridden), the router's
+        # work is awaited without dispatch's frame (see _resolve).
+        self._app: Callable[[Scope, Receive, Send], Awaitable[None]] = guarded(
+            self.dispatch, self.middleware
         )
+        if self._app == self.dispatch and type(self).dispatch is Router.dispatch:
+            self._app = self._resolve
         # What a Router served on its own (not by an App) puts in the scope.
         self._own_context = AppContext(errors=DEFAULT_ERRORS, router=self)
         for route in routes or ():

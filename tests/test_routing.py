@@ -1598,6 +1598,30 @@ def test_the_app_awaits_the_router_directly_without_middleware(make_client: Any)
     assert make_client(router).get("/r/5").json() == {"item": 5}
 
 
+def test_an_overridden_dispatch_runs_with_and_without_middleware(make_client: Any) -> None:
+    """The shortcut past dispatch's frame is only taken for Router's own dispatch."""
+    seen: list[str] = []
+
+    class Tracing(Router):
+        async def dispatch(self, scope: Any, receive: Any, send: Any) -> None:
+            seen.append(scope["path"])
+            await super().dispatch(scope, receive, send)
+
+    async def hello() -> str:
+        return "hello"
+
+    for middleware in ([], [Middleware(AddHeader)]):
+        alone = Tracing(middleware=middleware)
+        alone.add_route("/alone", hello)
+        app = App(middleware=middleware)
+        app.router = Tracing()
+        app.add_route("/in-app", hello)
+        seen.clear()
+        assert make_client(alone).get("/alone").text == "hello"
+        assert make_client(app).get("/in-app").text == "hello"
+        assert seen == ["/alone", "/in-app"], middleware
+
+
 def test_short_path_is_not_taken_with_a_mounts_parameters(make_client: Any) -> None:
     router = Router()
 
