@@ -18,7 +18,7 @@ from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.requests import Request
 from microasgi.responses import RedirectResponse, Response
-from microasgi.types import ASGIApp, Receive, Scope, Send
+from microasgi.types import ASGIApp, Receive, Scope, Send, WebSocketState
 
 __all__ = [
     "PATH_TEMPLATE_KEY",
@@ -363,7 +363,10 @@ class Router(_Registration):
         method = scope.get("method", WEBSOCKET)
         if len(path) > self.max_path_length:
             return self._refuse_long_path(scope, receive, send)
-        found = self._lookup(path, method)
+        try:
+            found = self._lookup(path, method)
+        except Exception as exc:  # a convertor's bug: ValueError would mean no match
+            return self._lookup_failed(exc, scope, receive, send)
         if found[0] is None:
             return self._no_match(scope, receive, send, path, method, found[1])
         route, params, prefix = found
@@ -380,6 +383,17 @@ class Router(_Registration):
         if route.mount is not None:
             return route.mount.handle(scope, receive, send, prefix)
         return route.app(scope, receive, send)
+
+    async def _lookup_failed(
+        self, exc: Exception, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """Answer for what the lookup raised, as for an endpoint's error (nothing
+        has been sent yet): a 500, or a WebSocket denied."""
+        errors = errors_for(scope)
+        if scope["type"] == "websocket":
+            await errors.websocket_error(exc, scope, receive, send, WebSocketState.CONNECTING)
+        else:
+            await errors.http_error(exc, scope, receive, send)
 
     async def _refuse_long_path(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":

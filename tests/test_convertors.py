@@ -510,3 +510,50 @@ def test_url_for_round_trips_through_the_router(make_client: Any) -> None:
     url = client.get("/hello/x").json()["url"]
     assert url == "http://testserver/hello/%C3%A9%20%3F"
     assert client.get(url).json()["name"] == "é ?"
+
+
+class BrokenConvertor(Convertor):
+    """A convertor with a bug: it raises something other than ValueError."""
+
+    def convert(self, value: str) -> int:
+        if value == "boom":
+            raise TypeError("convertor bug")
+        return len(value)
+
+
+register_convertor("test_broken", BrokenConvertor())
+
+
+@pytest.mark.parametrize("kind", ["app", "app-with-middleware", "router"])
+def test_a_convertor_that_raises_a_bug_is_answered_500(
+    kind: str, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not a ValueError (no match) but a bug in the convertor: answered like an
+    endpoint's error, before anything is sent, whatever serves the router (it
+    used to reach the App as an error after the response had started)."""
+    from microasgi.middleware import Middleware
+    from microasgi.testclient import WebSocketDenied
+    from tests.helpers import AddHeader
+
+    target: Any
+    if kind == "router":
+        target = Router()
+    else:
+        target = App(middleware=[Middleware(AddHeader)] if kind != "app" else [])
+
+    @target.get("/n/{value:test_broken}")
+    async def length(value: int) -> dict[str, int]:
+        return {"value": value}
+
+    @target.websocket("/ws/{value:test_broken}")
+    async def socket(ws: Any, value: int) -> None:
+        await ws.accept()
+
+    client = make_client(target, raise_server_exceptions=False)
+    assert client.get("/n/abc").json() == {"value": 3}
+    response = client.get("/n/boom")
+    assert response.status_code == 500
+    assert any("convertor bug" in str(r.exc_info and r.exc_info[1]) for r in caplog.records)
+    with pytest.raises(WebSocketDenied) as info:
+        client.websocket_connect("/ws/boom", timeout=5)
+    assert info.value.status_code == 500  # denied with the error's status
