@@ -84,7 +84,13 @@ class SegmentTrie(Generic[R]):
         # Fully static paths, answered by one dict lookup: path -> method -> the
         # answer for the first route (built once, returned as is).
         self._static: dict[str, dict[str, Match[R]]] = {}
-        self._find: Callable[[list[str], int, str, list[frozenset[str]]], Any] | None = None
+        # The compiled lookup, None when routes changed since.
+        self._find: Callable[[str, str], Match[R]] | None = None
+        #: `lookup(path, method)`: the first route whose template matches `path` and
+        #: whose methods include `method` (a mount takes any method); see `Match`.
+        #: The compiled function itself (no method in between), or until the trie
+        #: is compiled, a method that compiles it first.
+        self.lookup: Callable[[str, str], Match[R]] = self._compile_and_lookup
         # Held while the trie changes and while it is compiled, so that a route
         # added from another thread during a compile is not lost (lookups take
         # no lock: they use whichever compiled function is there).
@@ -95,6 +101,7 @@ class SegmentTrie(Generic[R]):
         with self._lock:
             self._insert(template, value, prefix)
             self._find = None  # compiled again at the next lookup
+            self.lookup = self._compile_and_lookup
 
     def _insert(self, template: PathTemplate, value: R, prefix: bool) -> None:
         if template.is_static and not prefix:
@@ -131,22 +138,8 @@ class SegmentTrie(Generic[R]):
         else:
             node.leaves.append(value)
 
-    def lookup(self, path: str, method: str) -> Match[R]:
-        """The first route whose template matches `path` and whose methods include
-        `method` (a mount takes any method); see `Match`."""
-        static = self._static.get(path)
-        if static is not None and (hit := static.get(method)) is not None:
-            return hit
-        if path[:1] != "/":
-            return None, frozenset(), ""
-        segments = path[1:].split("/")
-        allowed: list[frozenset[str]] = []
-        found: Match[R] | None = (self._find or self._compile())(
-            segments, len(segments), method, allowed
-        )
-        if found is None:
-            return None, frozenset().union(*allowed), ""
-        return found
+    def _compile_and_lookup(self, path: str, method: str) -> Match[R]:
+        return self._compile()(path, method)
 
     def prepare(self) -> None:
         """Compile the lookup now if the routes changed since (a lookup would)."""
@@ -157,14 +150,14 @@ class SegmentTrie(Generic[R]):
         """The Python source of the lookup, as generated for the routes now in
         the trie (for reading; what runs is compiled from the same)."""
         with self._lock:
-            return _Compiler(self.max_inline_depth).compile(self.root)
+            return _Compiler(self.max_inline_depth, self._static).compile(self.root)
 
-    def _compile(self) -> Callable[[list[str], int, str, list[frozenset[str]]], Any]:
+    def _compile(self) -> Callable[[str, str], Match[R]]:
         with self._lock:
             find = self._find
             if find is None:  # (another thread may have compiled it meanwhile)
-                compiler = _Compiler(self.max_inline_depth)
-                self._find = find = compiler.load(compiler.compile(self.root))
+                compiler = _Compiler(self.max_inline_depth, self._static)
+                self._find = self.lookup = find = compiler.load(compiler.compile(self.root))
             return find
 
 
@@ -181,24 +174,33 @@ def _convert_kind(convertor: Convertor) -> int:
 class _Compiler:
     """Writes the lookup for a trie as Python source.
 
-    `find(segs, n, method, allowed)` returns the Match of a hit, or None
-    having appended to `allowed` the methods of the routes whose path matched.
+    `lookup(path, method)` answers fully static paths from the trie's dict
+    (one lookup on the whole path), and otherwise splits the path at "/" into
+    `segs`: the path's segment `i` is `segs[i + 1]` (`segs[0]` is the "" before
+    the leading slash) and `n` is one more than the number of segments. Code
+    that misses appends to `allowed` the methods of the routes whose path
+    matched (for a 405). Nodes deeper than `max_inline_depth` levels get
+    functions of their own, `below_N(segs, n, method, allowed, vals)`, which
+    return a Match or None.
+
     The code for a node runs with the node's segment index known, so every
     index is a constant; a parameter value is a local (`v3` for segment 3)
     until a route is found, and a failed branch falls through to the next
     candidate, which is how backtracking comes out of plain `if`s.
 
-    Names in the generated code: the arguments `segs` (the path split at "/"),
-    `n` (their number), `method`, `allowed` and `vals` (the values found before
-    a function of its own took over); locals `s3` (segment 3), `v3` (its
-    value, or a mixed segment's list of values), `f` and `r` (a function and
-    its result); globals `_0`, `_1`... (every object the code refers to) and
-    `below_1`, `below_2`... (its functions).
+    Names in the generated code: the arguments `path`, `method`, and `segs`,
+    `n`, `allowed` (above) and `vals` (the values found before a function of
+    its own took over); locals `s3` (segment 3), `v3` (its value, or a mixed
+    segment's list of values), `f` and `r` (a function and its result),
+    `static` and `hit` (the static paths' answer); globals `_0`, `_1`...
+    (every object the code refers to) and `below_1`, `below_2`... (its
+    functions).
     """
 
-    def __init__(self, max_inline_depth: int) -> None:
+    def __init__(self, max_inline_depth: int, static: dict[str, Any]) -> None:
         self.max_inline_depth = max_inline_depth
         self.names: dict[str, Any] = {}  # the generated code's globals
+        self.static = self._name(static)
         self.functions: list[str] = []
         # Functions to write: (name, node, segment index, number of values so far).
         self.pending: list[tuple[str, _Node[Any], int, int]] = []
@@ -209,8 +211,22 @@ class _Compiler:
         self.tables: list[dict[str, Any]] = []
 
     def compile(self, root: _Node[Any]) -> str:
-        body = self._node(root, 0, [], 1)
-        self.functions.append(_function("find(segs, n, method, allowed)", body))
+        miss = self._name((None, frozenset(), ""))
+        body = [
+            f"static = {self.static}.get(path)",
+            "if static is not None:",
+            "    hit = static.get(method)",
+            "    if hit is not None:",
+            "        return hit",
+            'if path[:1] != "/":',
+            f"    return {miss}",
+            'segs = path.split("/")',
+            "n = len(segs)",
+            "allowed = []",
+            *self._node(root, 0, [], 1),
+            f"return None, {self._name(frozenset())}.union(*allowed), ''",
+        ]
+        self.functions.append(_function("lookup(path, method)", body))
         # The functions `_out_of_line` promised, written one after the other (each
         # may promise more): the generator recurses no deeper than one function's
         # nesting, however deep the routes go.
@@ -220,15 +236,15 @@ class _Compiler:
             self.functions.append(_function(f"{name}(segs, n, method, allowed, vals)", body))
         return "\n".join(self.functions)
 
-    def load(self, source: str) -> Callable[[list[str], int, str, list[frozenset[str]]], Any]:
-        """The `find` function of `source` (what `compile` wrote)."""
+    def load(self, source: str) -> Callable[[str, str], Any]:
+        """The `lookup` function of `source` (what `compile` wrote)."""
         namespace = dict(self.names)
         exec(compile(source, "<microasgi route trie>", "exec"), namespace)
         for table in self.tables:
             for text, name in table.items():
                 table[text] = namespace[name]
-        find: Callable[[list[str], int, str, list[frozenset[str]]], Any] = namespace["find"]
-        return find
+        lookup: Callable[[str, str], Any] = namespace["lookup"]
+        return lookup
 
     def _name(self, value: Any) -> str:
         name = f"_{len(self.names)}"
@@ -243,7 +259,7 @@ class _Compiler:
         segment = f"s{i}"
         lines = []
         if node.static or any(entry[0] != _REST for entry in node.params):
-            lines.append(f"{segment} = segs[{i}]")
+            lines.append(f"{segment} = segs[{i + 1}]")
         children = list(node.static.items())
         if len(children) > _INLINE_STATIC:
             # Too many to test one by one: a dict from segment to a function each.
@@ -265,7 +281,7 @@ class _Compiler:
             if kind == _REST:
                 methods = self._name(target.methods)
                 lines.append(f"if method in {methods}:")
-                rest = f'"/".join(segs[{i}:])'
+                rest = f'"/".join(segs[{i + 1}:])'
                 if _convert_kind(matcher) == _IDENTITY:
                     lines += _indent([self._hit(target, [*values, rest])])
                 else:
@@ -298,7 +314,7 @@ class _Compiler:
                     below = self._below(target, i, [*values, value], depth + 1)
                     lines += _indent(_converted(convert) + _indent(below))
         if node.mounts:
-            prefix = f'"/" + "/".join(segs[:{i}])' if i else "''"
+            prefix = f'"/".join(segs[:{i + 1}])' if i else "''"
             lines.append(self._hit(node.mounts[0], values, prefix))
         return lines
 
@@ -312,7 +328,7 @@ class _Compiler:
         lines: list[str] = []
         if child.leaves:
             # The first route registered for the method wins.
-            lines.append(f"if n == {i + 1}:")
+            lines.append(f"if n == {i + 2}:")
             methods: frozenset[str] = frozenset()
             for leaf in child.leaves:
                 if not leaf.methods <= methods:
@@ -321,7 +337,7 @@ class _Compiler:
                     methods |= leaf.methods
             lines.append(f"    allowed.append({self._name(methods)})")
         if child.static or child.params or child.mounts:
-            lines.append(f"{'elif' if lines else 'if'} n > {i + 1}:")
+            lines.append(f"{'elif' if lines else 'if'} n > {i + 2}:")
             lines += _indent(self._node(child, i + 1, values, depth))
         return lines or ["pass"]  # (every node leads somewhere; valid source regardless)
 

@@ -280,7 +280,6 @@ class Router(_Registration):
         self.lifespan_state: dict[str, Any] | None = None
         self._background_tasks: list[Callable[..., Any]] = []
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
-        self._lookup = self._trie.lookup  # bound once, for the dispatch hot path
         self.middleware = list(middleware or [])
         # PERF: with no middleware (and dispatch not overridden), the router's
         # work is awaited without dispatch's frame (see _resolve).
@@ -364,7 +363,7 @@ class Router(_Registration):
         if len(path) > self.max_path_length:
             return self._refuse_long_path(scope, receive, send)
         try:
-            found = self._lookup(path, method)
+            found = self._trie.lookup(path, method)
         except Exception as exc:  # a convertor's bug: ValueError would mean no match
             return self._lookup_failed(exc, scope, receive, send)
         if found[0] is None:
