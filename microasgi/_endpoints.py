@@ -38,7 +38,6 @@ class _Binding(NamedTuple):
     connection_name: str | None
     connection_first: bool  # the connection is the first parameter
     background_name: str | None
-    positions: dict[str, int]  # where the path parameters that may be positional are
 
 
 def _signature(func: Callable[..., Any]) -> inspect.Signature:
@@ -62,7 +61,6 @@ def _bind(
 ) -> _Binding:
     """Read the signature; a mistake is a TypeError naming the endpoint."""
     names: list[str] = []
-    positions: dict[str, int] = {}
     connection_name = background_name = None
     connection_first = takes_all = False
     for index, param in enumerate(_signature(func).parameters.values()):
@@ -87,8 +85,6 @@ def _bind(
                     f"{describe(func)}: path parameter {param.name!r} cannot be positional-only"
                 )
             names.append(param.name)
-            if param.kind is param.POSITIONAL_OR_KEYWORD:
-                positions[param.name] = index
             continue
         elif param.name not in connection_names:  # the connection by name, whatever its type
             if param.default is param.empty:
@@ -104,7 +100,7 @@ def _bind(
         connection_name, connection_first = param.name, index == 0
     if takes_all:
         names = list(path_params)
-    return _Binding(tuple(names), connection_name, connection_first, background_name, positions)
+    return _Binding(tuple(names), connection_name, connection_first, background_name)
 
 
 def _takes_by_position(func: Callable[..., Any], name: str, index: int) -> bool:
@@ -175,7 +171,7 @@ class Endpoint:
         if self.shape is not CallShape.KEYWORDS and len(path_params) == 1:
             (name,) = path_params
             first = 1 if self.shape is CallShape.CONNECTION_FIRST else 0
-            if binding.positions.get(name) == first and _takes_by_position(func, name, first):
+            if _takes_by_position(func, name, first):
                 self.only = name
 
     async def __call__(
