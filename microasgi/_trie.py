@@ -364,7 +364,7 @@ def _converted(assignment: str) -> list[str]:
 
 
 def _function(signature: str, body: list[str]) -> str:
-    return "\n".join([f"def {signature}:", *_indent(body), "    return None", ""])
+    return "\n".join([f"def {signature}:", *_indent(body), ""])  # (None at the end)
 
 
 def _indent(lines: list[str]) -> list[str]:
