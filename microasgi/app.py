@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from microasgi._concurrency import describe, is_async_callable
@@ -87,7 +87,7 @@ class App(Routed):
             exception_handlers or {}
         )
         self.state = State()
-        self._stack: Callable[[Scope, Receive, Send], Awaitable[None]] | None = None
+        self._stack: ASGIApp | None = None
         # The context under a parent app: (the parent's context, ours under it).
         self._nested: tuple[AppContext, AppContext] | None = None
 
@@ -175,17 +175,8 @@ class App(Routed):
         if self._stack is not None:
             raise RuntimeError(f"cannot {what} after the application has started")
 
-    def _build_stack(self) -> Callable[[Scope, Receive, Send], Awaitable[None]]:
-        stack: Callable[[Scope, Receive, Send], Awaitable[None]]
-        stack = self.build_middleware_stack()
-        router = self.router
-        if getattr(stack, "__self__", None) is router and getattr(stack, "__func__", None) is (
-            Router.dispatch
-        ):
-            # PERF: nothing around the router, whose dispatch is ours: await its work
-            # without dispatch's frame (Router._resolve); test_the_app_awaits_the...
-            stack = router._resolve
-        self._stack = stack
+    def _build_stack(self) -> ASGIApp:
+        self._stack = stack = self.router._shortcut(self.build_middleware_stack())
         return stack
 
     def build_middleware_stack(self) -> ASGIApp:

@@ -18,7 +18,7 @@ from microasgi.datastructures import quote_path
 from microasgi.exceptions import HTTPException
 from microasgi.requests import Request
 from microasgi.responses import RedirectResponse, Response
-from microasgi.types import ASGIApp, Receive, Scope, Send, WebSocketState
+from microasgi.types import ASGIApp, Receive, Scope, Send
 
 __all__ = [
     "PATH_TEMPLATE_KEY",
@@ -281,13 +281,7 @@ class Router(_Registration):
         self._background_tasks: list[Callable[..., Any]] = []
         self._trie: SegmentTrie[BaseRoute] = SegmentTrie()
         self.middleware = list(middleware or [])
-        # PERF: with no middleware (and dispatch not overridden), the router's
-        # work is awaited without dispatch's frame (see _resolve).
-        self._app: Callable[[Scope, Receive, Send], Awaitable[None]] = guarded(
-            self.dispatch, self.middleware
-        )
-        if self._app == self.dispatch and type(self).dispatch is Router.dispatch:
-            self._app = self._resolve
+        self._app = self._shortcut(guarded(self.dispatch, self.middleware))
         # What a Router served on its own (not by an App) puts in the scope.
         self._own_context = AppContext(errors=DEFAULT_ERRORS, router=self)
         for route in routes or ():
@@ -345,6 +339,17 @@ class Router(_Registration):
         """Find the route for the scope and run it (no middleware, no lifespan)."""
         await self._resolve(scope, receive, send)
 
+    def _shortcut(self, stack: ASGIApp) -> ASGIApp:
+        """`stack`, or `_resolve` when `stack` is Router's own `dispatch` of this
+        router with nothing around it.
+
+        PERF: then the App (or the Router served alone) awaits the router's work
+        without dispatch's coroutine frame; an overridden dispatch still runs
+        (test_the_app_awaits_the_router_directly..., test_an_overridden_dispatch...).
+        """
+        bound_to, func = getattr(stack, "__self__", None), getattr(stack, "__func__", None)
+        return self._resolve if bound_to is self and func is Router.dispatch else stack
+
     def _resolve(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """What `dispatch` awaits: the route's own coroutine for the scope (or the
         router's answer for a miss), with the route's parameters in the scope.
@@ -365,7 +370,7 @@ class Router(_Registration):
         try:
             found = self._trie.lookup(path, method)
         except Exception as exc:  # a convertor's bug: ValueError would mean no match
-            return self._lookup_failed(exc, scope, receive, send)
+            return errors_for(scope).after_send(exc, scope, receive, send, None)
         if found[0] is None:
             return self._no_match(scope, receive, send, path, method, found[1])
         route, params, prefix = found
@@ -382,17 +387,6 @@ class Router(_Registration):
         if route.mount is not None:
             return route.mount.handle(scope, receive, send, prefix)
         return route.app(scope, receive, send)
-
-    async def _lookup_failed(
-        self, exc: Exception, scope: Scope, receive: Receive, send: Send
-    ) -> None:
-        """Answer for what the lookup raised, as for an endpoint's error (nothing
-        has been sent yet): a 500, or a WebSocket denied."""
-        errors = errors_for(scope)
-        if scope["type"] == "websocket":
-            await errors.websocket_error(exc, scope, receive, send, WebSocketState.CONNECTING)
-        else:
-            await errors.http_error(exc, scope, receive, send)
 
     async def _refuse_long_path(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
