@@ -341,20 +341,14 @@ async def test_a_route_lookup_that_cannot_compile_fails_startup_and_undoes_it(
     started; if that fails, the startup has failed and what started is undone."""
     events: list[str] = []
 
-    @asynccontextmanager
-    async def lifespan(app: App) -> AsyncIterator[None]:
-        events.append("up")
-        yield
-        events.append("down")
-
     def cannot_compile(self: Any) -> None:
         raise RuntimeError("no lookup")
 
     monkeypatch.setattr(Router, "_prepare", cannot_compile)
-    startup, _ = await run_lifespan(App(lifespan=lifespan))
+    startup, _ = await run_lifespan(App(lifespan=recording_lifespan("app", events)))
     assert startup["type"] == "lifespan.startup.failed"
     assert "no lookup" in startup["message"]
-    assert events == ["up", "down"]
+    assert events == ["app:up", "app:down"]
 
 
 # -- mounted apps and routers -------------------------------------------------------------
